@@ -1,0 +1,68 @@
+"""What every director is, and the two judgements the loop builds from its `compare`.
+
+A director answers three questions: which of two images fits a prompt better (`compare`), which
+prompts are like this one (`expand`), and which prompt is unlike it (`mutate`). Everything it
+returns is data: prompts are strings checked by the loop, verdicts are "A" or "B".
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Verdict:
+    winner: str  # "A" or "B"
+    explanation: str = ""
+
+
+class Director(ABC):
+    name: str
+
+    @abstractmethod
+    async def compare(self, prompt: str, image_a: np.ndarray, image_b: np.ndarray) -> Verdict:
+        """Which image follows the prompt better?"""
+
+    @abstractmethod
+    async def expand(self, prompt: str, n: int) -> list[str]:
+        """Up to n new prompts like this one (same kind of content, different details)."""
+
+    @abstractmethod
+    async def mutate(self, prompt: str) -> str:
+        """One new prompt unrelated to this one, so the set keeps exploring."""
+
+
+@dataclass(frozen=True)
+class Discrimination:
+    winner: str  # "student" or "teacher"
+    student_shown_first: bool
+
+
+async def discriminate(
+    director: Director, prompt: str, student: np.ndarray, teacher: np.ndarray, rng: random.Random
+) -> Discrimination:
+    """Student against teacher, shown in random order so a position bias cannot favour either."""
+    student_first = rng.random() < 0.5
+    if student_first:
+        verdict = await director.compare(prompt, student, teacher)
+        student_won = verdict.winner == "A"
+    else:
+        verdict = await director.compare(prompt, teacher, student)
+        student_won = verdict.winner == "B"
+    return Discrimination("student" if student_won else "teacher", student_first)
+
+
+async def select_best(director: Director, prompt: str, images: list[np.ndarray], rng: random.Random) -> int:
+    """Index of the best image: a king-of-the-hill run of pairwise comparisons in random order."""
+    order = list(range(len(images)))
+    rng.shuffle(order)
+    best = order[0]
+    for challenger in order[1:]:
+        verdict = await director.compare(prompt, images[best], images[challenger])
+        if verdict.winner == "B":
+            best = challenger
+    return best

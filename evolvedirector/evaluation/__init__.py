@@ -1,0 +1,1 @@
+"""Evaluation: held-out accuracy in the shapes world, and the run report."""

@@ -1,0 +1,354 @@
+"""The evolution loop: train, judge, edit the set, commit. Read `run_round` top to bottom.
+
+```
+seed prompts --teachers--> D_0
+repeat until a budget is spent:
+  train the student K steps on D_r
+  S = a random select_ratio of D_r, rendered by the student
+  per prompt in S: director compares student and teacher (random order)
+      teacher wins -> expand: extend_num similar prompts
+      student wins -> delete; with p = mutation_ratio, mutate: one unrelated prompt
+  buy teacher images for the new prompts (several teachers: the director picks the best)
+  commit D_{r+1}, every verdict and its lineage, in one transaction
+```
+
+Crash safety: teacher calls are recorded in the ledger as they happen (never paid twice); the
+round's edits, its checkpoint and its metrics become visible together when its row commits. A
+run restarted on the same folder resumes after the last committed round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from evolvedirector.config import RunConfig, dump_config
+from evolvedirector.director import build_director, discriminate, select_best
+from evolvedirector.evaluation.heldout import evaluate_student
+from evolvedirector.evaluation.report import write_report
+from evolvedirector.store import ImageStore, NewSample, RoundRecord, Sample, Store, VerdictRecord, write_atomic
+from evolvedirector.store.images import png_bytes
+from evolvedirector.student import Student, from_pixels
+from evolvedirector.teachers import ImageRequest, Ledger, build_teacher
+from evolvedirector.trainer import Trainer
+from evolvedirector.world import grammar
+from evolvedirector.world.heldout import heldout_prompts
+
+TEACHER_SEED = 0  # one teacher image per (teacher, prompt): a prompt seen again is never re-bought
+
+
+@dataclass
+class Proposal:
+    """A prompt the round wants to add, before its teacher images are bought."""
+
+    prompt: str
+    operation: str
+    teacher_names: list[str]
+    parent_id: int | None = None
+
+
+@dataclass
+class RoundSummary:
+    round: int
+    set_size: int
+    judged: int = 0
+    teacher_wins: int = 0
+    added: int = 0
+    deleted: int = 0
+    mutated: int = 0
+    calls: int = 0
+    dollars: float = 0.0
+    seconds: float = 0.0
+    accuracy: dict = field(default_factory=dict)
+    loss: float | None = None
+
+
+def progress_bar(console: Console) -> Progress:
+    return Progress(
+        TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"), console=console, transient=True,
+    )
+
+
+class Evolution:
+    def __init__(self, config: RunConfig, console: Console | None = None):
+        self.config = config
+        self.console = console or Console()
+        self.run_dir = Path(config.out)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.run_dir / "config.yaml", dump_config(config).encode())
+        self.store = Store(self.run_dir / "evolve.db")
+        self.images = ImageStore(self.run_dir / "images")
+        self.teachers = {t.name: build_teacher(t) for t in config.teachers}
+        self.heldout = heldout_prompts(config.world.heldout_per_domain, config.world.heldout_seed)
+        self.ledger = Ledger(
+            self.store, self.images, max_calls=config.budget.max_teacher_calls, max_dollars=config.budget.max_dollars
+        )
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)  # the same seed gives the same initial student
+        self.student = Student(config.student, config.world.image_size)
+        self.trainer = Trainer(self.student, config.train, seed=config.seed, device=config.device)
+        self._pixels: dict[str, torch.Tensor] = {}  # image hash -> [-1, 1] tensor, for training
+
+    # -- the run ------------------------------------------------------------------------------
+
+    def run(self) -> list[RoundSummary]:
+        return asyncio.run(self._run())
+
+    async def _run(self) -> list[RoundSummary]:
+        last = self.store.last_round()
+        if last is not None:
+            self._resume(last)
+        summaries = []
+        round = 0 if last is None else last + 1
+        # The director's randomness continues from a seed per starting round, so a resumed run
+        # does not replay the verdicts of the rounds it already has.
+        self.director = build_director(
+            self.config.director, seed=self.config.seed * 7919 + round, exclude=self.heldout
+        )
+        while (reason := self._stop_reason(round)) is None:
+            summary = await (self.seed_round() if round == 0 else self.run_round(round))
+            summaries.append(summary)
+            self._print_round(summary)
+            write_report(self.store, self.run_dir)
+            round += 1
+        self.console.print(f"[bold]stopped[/bold]: {reason}. Run folder: {self.run_dir}")
+        return summaries
+
+    def _stop_reason(self, round: int) -> str | None:
+        budget = self.config.budget
+        if round == 0:
+            return None
+        if budget.max_rounds is not None and round > budget.max_rounds:
+            return f"max_rounds={budget.max_rounds} reached"
+        if self.ledger.exhausted:
+            return "teacher budget spent"
+        if not self.store.active_samples():
+            return "the student has learned the whole set"
+        rounds = self.store.rounds()
+        if budget.max_minutes is not None and len(rounds) > 1:
+            durations = [r["committed_at"] - r["started_at"] for r in rounds]
+            # Start another round only if one as long as the last still fits.
+            if sum(durations) + durations[-1] > budget.max_minutes * 60:
+                return f"max_minutes={budget.max_minutes:g} would be passed by another round"
+        return None
+
+    def _resume(self, last: int) -> None:
+        rounds = self.store.rounds()
+        checkpoint = rounds[-1]["checkpoint"]
+        if checkpoint is not None:
+            self.trainer.load(self.run_dir / checkpoint)
+        calls, dollars = self.store.spend()
+        self.console.print(
+            f"resuming {self.run_dir} after round {last}: {len(self.store.active_samples())} samples, "
+            f"step {self.trainer.step}, {calls} teacher calls, ${dollars:.2f}"
+        )
+
+    # -- round 0: the seed set ----------------------------------------------------------------
+
+    async def seed_round(self) -> RoundSummary:
+        started = time.time()
+        rng = random.Random(self.config.seed)
+        exclude = set(self.heldout)
+        prompts: list[str] = []
+        while len(prompts) < self.config.evolve.seed_prompts:
+            prompt = grammar.random_prompt(rng, exclude=exclude)
+            exclude.add(prompt)
+            prompts.append(prompt)
+        proposals = [Proposal(p, "seed", list(self.teachers)) for p in prompts]
+        new_samples = await self._acquire(proposals, round=0, rng=rng)
+        accuracy = self._evaluate()
+        record = RoundRecord(round=0, started_at=started, new_samples=new_samples,
+                             metrics=self._metrics(accuracy, loss=None))
+        self.store.commit_round(record)
+        return self._summary(0, started, accuracy=accuracy)
+
+    # -- round r >= 1 -------------------------------------------------------------------------
+
+    async def run_round(self, round: int) -> RoundSummary:
+        started = time.time()
+        evolve = self.config.evolve
+        rng = random.Random(self.config.seed * 1_000_003 + round)
+        active = self.store.active_samples()
+
+        # 1. Train on the current version of the set.
+        loss = self._train(active, round)
+
+        # 2. The director looks at a random share of the set, rendered by the student.
+        judged = rng.sample(active, max(1, math.ceil(evolve.select_ratio * len(active))))
+        guidance = evolve.render_guidance if evolve.render_guidance is not None else self.config.student.guidance
+        renders = self.student.generate(
+            [s.prompt for s in judged], seed=round, steps=evolve.render_steps, guidance=guidance
+        )
+        teacher_images = [self.images.get(s.image_hash) for s in judged]
+        self._save_round_grid(round, judged, renders, teacher_images)
+
+        # 3. Discriminate, then delete, expand or mutate.
+        verdicts: list[VerdictRecord] = []
+        deleted: list[int] = []
+        proposals: list[Proposal] = []
+        taken = {s.prompt for s in active} | set(self.heldout)
+        with progress_bar(self.console) as progress:
+            task = progress.add_task(f"round {round}: director", total=len(judged), info="")
+            for sample, render, teacher_image in zip(judged, renders, teacher_images):
+                outcome = await discriminate(self.director, sample.prompt, render, teacher_image, rng)
+                if outcome.winner == "student":
+                    action = "delete"
+                    deleted.append(sample.id)
+                    if rng.random() < evolve.mutation_ratio:
+                        prompt = await self.director.mutate(sample.prompt)
+                        if self._accept(prompt, taken):
+                            proposals.append(Proposal(prompt, "mutate", list(self.teachers), sample.id))
+                else:
+                    action = "expand"
+                    teachers = [sample.teacher] if evolve.expand_with == "same" else list(self.teachers)
+                    for prompt in await self.director.expand(sample.prompt, evolve.extend_num):
+                        if self._accept(prompt, taken):
+                            proposals.append(Proposal(prompt, "expand", teachers, sample.id))
+                verdicts.append(VerdictRecord(
+                    sample_id=sample.id, student_image=self.images.put(render), teacher_image=sample.image_hash,
+                    student_shown_first=outcome.student_shown_first, winner=outcome.winner, action=action,
+                ))
+                progress.update(task, advance=1, info=f"teacher wins {sum(v.winner == 'teacher' for v in verdicts)}")
+
+        # 4. Buy teacher images for the new prompts; pick the best where several teachers drew one.
+        new_samples = await self._acquire(proposals, round=round, rng=rng)
+
+        # 5. Evaluate, checkpoint, and commit the new version of the set in one transaction.
+        accuracy = self._evaluate()
+        checkpoint = self._save_checkpoint(round)
+        self.store.commit_round(RoundRecord(
+            round=round, started_at=started, new_samples=new_samples, deleted_ids=deleted, verdicts=verdicts,
+            train_step=self.trainer.step, checkpoint=checkpoint, metrics=self._metrics(accuracy, loss),
+        ))
+        write_atomic(self.run_dir / "checkpoints" / "latest", (checkpoint + "\n").encode())
+        self._prune_checkpoints(keep=checkpoint)
+        return self._summary(round, started, accuracy=accuracy, loss=loss)
+
+    # -- the pieces ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _accept(prompt: str, taken: set[str]) -> bool:
+        """A director's prompt is data: keep it only if it is a valid, new prompt of the world."""
+        try:
+            grammar.parse(prompt)
+        except ValueError:
+            return False
+        if prompt in taken:
+            return False
+        taken.add(prompt)
+        return True
+
+    async def _acquire(self, proposals: list[Proposal], round: int, rng: random.Random) -> list[NewSample]:
+        if not proposals:
+            return []
+        size = self.config.world.image_size
+        with progress_bar(self.console) as progress:
+            task = progress.add_task(f"round {round}: teachers", total=len(proposals), info="")
+            purchases = []
+            for proposal in proposals:
+                request = ImageRequest(proposal.prompt, TEACHER_SEED, size)
+                bought = []
+                for name in proposal.teacher_names:
+                    [purchase] = await self.ledger.buy(self.teachers[name], [request], round)
+                    if purchase.image_hash is not None:
+                        bought.append(purchase)
+                purchases.append(bought)
+                progress.update(task, advance=1)
+            task = progress.add_task(f"round {round}: selection", total=len(proposals), info="")
+            new_samples = []
+            for proposal, bought in zip(proposals, purchases):
+                progress.update(task, advance=1)
+                if not bought:
+                    continue  # budget spent before this prompt could be bought
+                chosen = bought[0]
+                if len(bought) > 1:
+                    images = [self.images.get(p.image_hash) for p in bought]
+                    chosen = bought[await select_best(self.director, proposal.prompt, images, rng)]
+                new_samples.append(NewSample(
+                    prompt=proposal.prompt, domain=grammar.parse(proposal.prompt).domain,
+                    operation=proposal.operation, teacher=chosen.teacher, image_hash=chosen.image_hash,
+                    parent_id=proposal.parent_id,
+                    candidates=[(p.teacher, p.image_hash) for p in bought] if len(bought) > 1 else [],
+                ))
+        return new_samples
+
+    def _train(self, active: list[Sample], round: int) -> float:
+        for sample in active:
+            if sample.image_hash not in self._pixels:
+                self._pixels[sample.image_hash] = from_pixels([self.images.get(sample.image_hash)])[0]
+        images = torch.stack([self._pixels[s.image_hash] for s in active])
+        prompts = [s.prompt for s in active]
+        steps = self.config.train.steps_per_round
+        with progress_bar(self.console) as progress:
+            task = progress.add_task(f"round {round}: training", total=steps, info="")
+            recent: list[float] = []
+
+            def on_step(loss: float) -> None:
+                recent.append(loss)
+                progress.update(task, advance=1, info=f"loss {np.mean(recent[-20:]):.4f}")
+
+            return self.trainer.train(images, prompts, steps, on_step=on_step)
+
+    def _metrics(self, accuracy: dict, loss: float | None) -> dict:
+        calls, dollars = self.store.spend()
+        return {"accuracy": accuracy, "loss": loss, "calls": calls, "dollars": dollars}
+
+    def _evaluate(self) -> dict[str, float]:
+        return evaluate_student(self.student, self.heldout, seed=self.config.seed)
+
+    def _save_checkpoint(self, round: int) -> str:
+        """Write the checkpoint to a temporary folder, then rename: no half-written checkpoints."""
+        relative = f"checkpoints/round-{round:04d}"
+        final = self.run_dir / relative
+        tmp = self.run_dir / "checkpoints" / f".tmp-round-{round:04d}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.trainer.save(tmp)
+        shutil.rmtree(final, ignore_errors=True)  # left by a crash between save and commit
+        tmp.rename(final)
+        return relative
+
+    def _prune_checkpoints(self, keep: str) -> None:
+        for folder in (self.run_dir / "checkpoints").glob("round-*"):
+            if f"checkpoints/{folder.name}" != keep:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def _save_round_grid(self, round: int, samples: list[Sample], renders, teacher_images) -> None:
+        """rounds/R/judged.png: what the director saw, student on top, teacher below, per column."""
+        columns = min(len(samples), 32)
+        top = np.concatenate(renders[:columns], axis=1)
+        bottom = np.concatenate(teacher_images[:columns], axis=1)
+        folder = self.run_dir / "rounds" / f"{round:04d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(folder / "judged.png", png_bytes(np.concatenate([top, bottom], axis=0)))
+        lines = [f"{i}\t{s.id}\t{s.teacher}\t{s.prompt}" for i, s in enumerate(samples[:columns])]
+        write_atomic(folder / "judged.tsv", ("column\tsample\tteacher\tprompt\n" + "\n".join(lines) + "\n").encode())
+
+    def _summary(self, round: int, started: float, accuracy: dict, loss: float | None = None) -> RoundSummary:
+        row = self.store.rounds()[-1]
+        calls, dollars = self.store.spend()
+        return RoundSummary(
+            round=round, set_size=row["set_size"], judged=row["judged"], teacher_wins=row["teacher_wins"],
+            added=row["added"], deleted=row["deleted"], mutated=row["mutated"], calls=calls, dollars=dollars,
+            seconds=time.time() - started, accuracy=accuracy, loss=loss,
+        )
+
+    def _print_round(self, s: RoundSummary) -> None:
+        win = f"{s.teacher_wins / s.judged:.2f}" if s.judged else "  - "
+        acc = " ".join(f"{d[:3]} {s.accuracy.get(d, 0):.2f}" for d in grammar.DOMAINS)
+        self.console.print(
+            f"round {s.round:>3} | set {s.set_size:>4} | teacher-win {win} | +{s.added} -{s.deleted} "
+            f"(mutated {s.mutated}) | calls {s.calls} ${s.dollars:.2f} | held-out {acc} "
+            f"mean {s.accuracy.get('mean', 0):.2f} | {s.seconds:.0f}s"
+        )

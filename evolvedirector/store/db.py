@@ -1,0 +1,339 @@
+"""The dynamic dataset, its history and the teacher-call ledger, in one SQLite file.
+
+Four tables tell the whole story of a run:
+- `samples`: every prompt that ever entered the training set, with its lineage (parent, operation,
+  round added, round deleted) and the teacher image it trains on. The set of version r is the
+  samples with `round_added <= r` and no deletion at or before r.
+- `candidates`: every teacher image considered for a sample, and which one the director chose.
+- `verdicts`: every discrimination (student against teacher) and the action it caused.
+- `rounds`: one row per committed round, with its counts and metrics. A round exists once its
+  row does; everything a round writes goes in with that row in a single transaction.
+- `teacher_calls`: the ledger. One row per idempotency key, written before the call is made
+  (status `pending`) and finished after (`done` or `failed`). It commits on its own, outside any
+  round, because money spent is spent even if the round in progress is lost.
+
+The loop is the only writer (WAL mode lets readers such as `evolvedirector status` look at a
+live run without blocking it).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS samples (
+    id INTEGER PRIMARY KEY,
+    prompt TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    parent_id INTEGER REFERENCES samples(id),
+    operation TEXT NOT NULL CHECK (operation IN ('seed', 'expand', 'mutate')),
+    round_added INTEGER NOT NULL,
+    round_deleted INTEGER,
+    teacher TEXT NOT NULL,
+    image_hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS samples_active ON samples (round_deleted, round_added);
+CREATE TABLE IF NOT EXISTS candidates (
+    sample_id INTEGER NOT NULL REFERENCES samples(id),
+    teacher TEXT NOT NULL,
+    image_hash TEXT NOT NULL,
+    chosen INTEGER NOT NULL,
+    PRIMARY KEY (sample_id, teacher)
+);
+CREATE TABLE IF NOT EXISTS verdicts (
+    id INTEGER PRIMARY KEY,
+    round INTEGER NOT NULL,
+    sample_id INTEGER NOT NULL REFERENCES samples(id),
+    student_image TEXT NOT NULL,
+    teacher_image TEXT NOT NULL,
+    student_shown_first INTEGER NOT NULL,
+    winner TEXT NOT NULL CHECK (winner IN ('student', 'teacher')),
+    action TEXT NOT NULL CHECK (action IN ('delete', 'expand'))
+);
+CREATE TABLE IF NOT EXISTS rounds (
+    round INTEGER PRIMARY KEY,
+    started_at REAL NOT NULL,
+    committed_at REAL NOT NULL,
+    set_size INTEGER NOT NULL,
+    added INTEGER NOT NULL,
+    deleted INTEGER NOT NULL,
+    mutated INTEGER NOT NULL,
+    judged INTEGER NOT NULL,
+    teacher_wins INTEGER NOT NULL,
+    train_step INTEGER NOT NULL,
+    checkpoint TEXT,
+    metrics TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS teacher_calls (
+    key TEXT PRIMARY KEY,
+    teacher TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'done', 'failed')),
+    cost REAL NOT NULL,
+    image_hash TEXT,
+    error TEXT,
+    round INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    finished_at REAL
+);
+"""
+
+
+@dataclass
+class NewSample:
+    """A prompt entering the set in this round, with the teacher image it will train on."""
+
+    prompt: str
+    domain: str
+    operation: str
+    teacher: str
+    image_hash: str
+    parent_id: int | None = None
+    # (teacher, image hash) of every image the director chose among; empty for one teacher.
+    candidates: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class VerdictRecord:
+    sample_id: int
+    student_image: str
+    teacher_image: str
+    student_shown_first: bool
+    winner: str
+    action: str
+
+
+@dataclass
+class RoundRecord:
+    """Everything one round changes; `Store.commit_round` writes it all or nothing."""
+
+    round: int
+    started_at: float
+    new_samples: list[NewSample] = field(default_factory=list)
+    deleted_ids: list[int] = field(default_factory=list)
+    verdicts: list[VerdictRecord] = field(default_factory=list)
+    train_step: int = 0
+    checkpoint: str | None = None
+    metrics: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Sample:
+    id: int
+    prompt: str
+    domain: str
+    parent_id: int | None
+    operation: str
+    round_added: int
+    round_deleted: int | None
+    teacher: str
+    image_hash: str
+
+
+class BudgetExceeded(Exception):
+    """A teacher call would take the run past its budget in calls or dollars."""
+
+
+class Store:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT), so it is
+        # plain to see in the code what commits together.
+        self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        self.conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- transactions -------------------------------------------------------------------------
+
+    def _transaction(self):
+        return _Transaction(self.conn)
+
+    # -- meta ---------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row["value"]
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._transaction():
+            self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    # -- rounds and samples -------------------------------------------------------------------
+
+    def last_round(self) -> int | None:
+        """The last committed round, or None before the seed set (round 0) is committed."""
+        row = self.conn.execute("SELECT MAX(round) AS r FROM rounds").fetchone()
+        return row["r"]
+
+    def rounds(self) -> list[dict]:
+        rows = self.conn.execute("SELECT * FROM rounds ORDER BY round").fetchall()
+        out = []
+        for row in rows:
+            record = dict(row)
+            record["metrics"] = json.loads(record["metrics"])
+            out.append(record)
+        return out
+
+    def active_samples(self, at_round: int | None = None) -> list[Sample]:
+        """The dynamic set D at version `at_round` (default: the last committed round)."""
+        if at_round is None:
+            at_round = self.last_round()
+            if at_round is None:
+                return []
+        rows = self.conn.execute(
+            "SELECT * FROM samples WHERE round_added <= ? AND (round_deleted IS NULL OR round_deleted > ?)"
+            " ORDER BY id",
+            (at_round, at_round),
+        ).fetchall()
+        return [Sample(**dict(row)) for row in rows]
+
+    def sample(self, sample_id: int) -> Sample:
+        row = self.conn.execute("SELECT * FROM samples WHERE id = ?", (sample_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no sample with id {sample_id}")
+        return Sample(**dict(row))
+
+    def lineage(self, sample_id: int) -> list[Sample]:
+        """The sample and its ancestors, newest first: why is this image in the training set?"""
+        chain = [self.sample(sample_id)]
+        while chain[-1].parent_id is not None:
+            chain.append(self.sample(chain[-1].parent_id))
+        return chain
+
+    def count_samples(self) -> int:
+        return self.conn.execute("SELECT COUNT(*) AS n FROM samples").fetchone()["n"]
+
+    def verdict_counts(self) -> dict[str, int]:
+        rows = self.conn.execute("SELECT winner, COUNT(*) AS n FROM verdicts GROUP BY winner").fetchall()
+        return {row["winner"]: row["n"] for row in rows}
+
+    def selection_counts(self) -> list[dict]:
+        """Training samples per (domain, teacher): which teacher the set learns each domain from."""
+        rows = self.conn.execute(
+            "SELECT domain, teacher, COUNT(*) AS n FROM samples GROUP BY domain, teacher ORDER BY domain, teacher"
+        ).fetchall()
+        return [dict(row) for row in rows]
+
+    def commit_round(self, record: RoundRecord) -> None:
+        """Write a whole round in one transaction: a crash leaves the old version or the new one."""
+        with self._transaction():
+            if self.conn.execute("SELECT 1 FROM rounds WHERE round = ?", (record.round,)).fetchone():
+                raise ValueError(f"round {record.round} is already committed")
+            for sample_id in record.deleted_ids:
+                cursor = self.conn.execute(
+                    "UPDATE samples SET round_deleted = ? WHERE id = ? AND round_deleted IS NULL",
+                    (record.round, sample_id),
+                )
+                if cursor.rowcount != 1:
+                    raise ValueError(f"sample {sample_id} is not in the active set")
+            for new in record.new_samples:
+                cursor = self.conn.execute(
+                    "INSERT INTO samples (prompt, domain, parent_id, operation, round_added, teacher, image_hash)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (new.prompt, new.domain, new.parent_id, new.operation, record.round, new.teacher, new.image_hash),
+                )
+                for teacher, image_hash in new.candidates:
+                    self.conn.execute(
+                        "INSERT INTO candidates (sample_id, teacher, image_hash, chosen) VALUES (?, ?, ?, ?)",
+                        (cursor.lastrowid, teacher, image_hash, int(teacher == new.teacher)),
+                    )
+            for verdict in record.verdicts:
+                self.conn.execute(
+                    "INSERT INTO verdicts (round, sample_id, student_image, teacher_image, student_shown_first,"
+                    " winner, action) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (record.round, verdict.sample_id, verdict.student_image, verdict.teacher_image,
+                     int(verdict.student_shown_first), verdict.winner, verdict.action),
+                )
+            set_size = self.conn.execute(
+                "SELECT COUNT(*) AS n FROM samples WHERE round_deleted IS NULL"
+            ).fetchone()["n"]
+            self.conn.execute(
+                "INSERT INTO rounds (round, started_at, committed_at, set_size, added, deleted, mutated, judged,"
+                " teacher_wins, train_step, checkpoint, metrics) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.round, record.started_at, time.time(), set_size, len(record.new_samples),
+                    len(record.deleted_ids), sum(s.operation == "mutate" for s in record.new_samples),
+                    len(record.verdicts), sum(v.winner == "teacher" for v in record.verdicts),
+                    record.train_step, record.checkpoint, json.dumps(record.metrics),
+                ),
+            )
+
+    # -- the teacher-call ledger --------------------------------------------------------------
+
+    def call(self, key: str) -> dict | None:
+        row = self.conn.execute("SELECT * FROM teacher_calls WHERE key = ?", (key,)).fetchone()
+        return None if row is None else dict(row)
+
+    def spend(self) -> tuple[int, float]:
+        """(calls, dollars) committed so far. Pending calls count: they may have been paid."""
+        row = self.conn.execute(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(cost), 0) AS dollars FROM teacher_calls WHERE status != 'failed'"
+        ).fetchone()
+        return row["n"], row["dollars"]
+
+    def reserve_call(
+        self, *, key: str, teacher: str, prompt: str, seed: int, size: int, cost: float, round: int,
+        max_calls: int | None, max_dollars: float | None,
+    ) -> None:
+        """Record a call as pending before it is made, if the budget allows it.
+
+        The budget check and the insert share one immediate transaction, so two reservations can
+        never both squeeze under the cap. Raises BudgetExceeded, and records nothing, otherwise.
+        """
+        with self._transaction():
+            calls, dollars = self.spend()
+            if max_calls is not None and calls + 1 > max_calls:
+                raise BudgetExceeded(f"teacher-call budget of {max_calls} calls is spent")
+            if max_dollars is not None and dollars + cost > max_dollars + 1e-9:
+                raise BudgetExceeded(f"budget of ${max_dollars:.2f} is spent (${dollars:.2f} used)")
+            self.conn.execute(
+                "INSERT INTO teacher_calls (key, teacher, prompt, seed, size, status, cost, round, created_at)"
+                " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+                (key, teacher, prompt, seed, size, cost, round, time.time()),
+            )
+
+    def finish_call(self, key: str, *, image_hash: str | None = None, error: str | None = None) -> None:
+        status = "done" if error is None else "failed"
+        with self._transaction():
+            self.conn.execute(
+                "UPDATE teacher_calls SET status = ?, image_hash = ?, error = ?, finished_at = ?,"
+                " cost = CASE WHEN ? = 'failed' THEN 0 ELSE cost END WHERE key = ?",
+                (status, image_hash, error, time.time(), status, key),
+            )
+
+    def forget_pending_call(self, key: str) -> None:
+        """Drop a pending reservation before a retry (for backends that cannot have charged it)."""
+        with self._transaction():
+            self.conn.execute("DELETE FROM teacher_calls WHERE key = ? AND status = 'pending'", (key,))
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception (including KeyboardInterrupt)."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self):
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute("ROLLBACK")
+        return False

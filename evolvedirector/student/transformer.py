@@ -1,0 +1,111 @@
+"""PixArt-α's transformer with LayerNorm on queries and keys, as EvolveDirector trains it.
+
+The official EvolveDirector code normalises Q and K per head, in self- and cross-attention, with
+a LayerNorm that has no affine weights. diffusers' `Attention` already knows how to apply
+`norm_q`/`norm_k` (its default processor does); PixArt's blocks just never create them. This
+subclass creates them after the parent has built the blocks, and records `qk_norm` in the config
+so that `from_pretrained` rebuilds them.
+
+Two traps, both tested: the subclass needs its own `__init__` decorated with
+`@register_to_config` (or save/load loses the new field), and `set_default_attn_processor()`
+installs the legacy processor, which ignores `norm_q`/`norm_k`, so it is overridden here.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import PixArtTransformer2DModel
+from diffusers.configuration_utils import register_to_config
+from diffusers.models.attention_processor import AttnProcessor2_0
+from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (needed for pipeline save/load)
+from torch import nn
+
+
+class QKNormPixArtTransformer2DModel(PixArtTransformer2DModel):
+    @register_to_config
+    def __init__(
+        self,
+        num_attention_heads: int = 16,
+        attention_head_dim: int = 72,
+        in_channels: int = 4,
+        out_channels: int | None = 8,
+        num_layers: int = 28,
+        dropout: float = 0.0,
+        norm_num_groups: int = 32,
+        cross_attention_dim: int | None = 1152,
+        attention_bias: bool = True,
+        sample_size: int = 128,
+        patch_size: int = 2,
+        activation_fn: str = "gelu-approximate",
+        num_embeds_ada_norm: int | None = 1000,
+        upcast_attention: bool = False,
+        norm_type: str = "ada_norm_single",
+        norm_elementwise_affine: bool = False,
+        norm_eps: float = 1e-6,
+        interpolation_scale: int | None = None,
+        use_additional_conditions: bool | None = None,
+        caption_channels: int | None = None,
+        attention_type: str | None = "default",
+        qk_norm: str | None = "layer_norm",
+    ):
+        super().__init__(
+            num_attention_heads=num_attention_heads, attention_head_dim=attention_head_dim,
+            in_channels=in_channels, out_channels=out_channels, num_layers=num_layers, dropout=dropout,
+            norm_num_groups=norm_num_groups, cross_attention_dim=cross_attention_dim,
+            attention_bias=attention_bias, sample_size=sample_size, patch_size=patch_size,
+            activation_fn=activation_fn, num_embeds_ada_norm=num_embeds_ada_norm,
+            upcast_attention=upcast_attention, norm_type=norm_type,
+            norm_elementwise_affine=norm_elementwise_affine, norm_eps=norm_eps,
+            interpolation_scale=interpolation_scale, use_additional_conditions=use_additional_conditions,
+            caption_channels=caption_channels, attention_type=attention_type,
+        )
+        if qk_norm not in (None, "layer_norm"):
+            raise ValueError(f"qk_norm must be None or 'layer_norm', got {qk_norm!r}")
+        if qk_norm == "layer_norm":
+            for block in self.transformer_blocks:
+                for attention in (block.attn1, block.attn2):
+                    attention.norm_q = nn.LayerNorm(attention_head_dim, eps=1e-6, elementwise_affine=False)
+                    attention.norm_k = nn.LayerNorm(attention_head_dim, eps=1e-6, elementwise_affine=False)
+
+    def set_default_attn_processor(self):
+        # The parent installs `AttnProcessor`, which would silently skip the QK LayerNorms.
+        self.set_attn_processor(AttnProcessor2_0())
+
+    def initialize_weights(self) -> None:
+        """PixArt's own initialisation, which diffusers does not apply.
+
+        Xavier-uniform linears and patch embedding, small normal timestep and caption MLPs, and
+        zeros for the cross-attention output projections and the final layer, so that a fresh
+        model predicts zero and each block starts as (almost) the identity.
+        """
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        patch = self.pos_embed.proj.weight
+        nn.init.xavier_uniform_(patch.view(patch.shape[0], -1))
+        nn.init.normal_(self.adaln_single.emb.timestep_embedder.linear_1.weight, std=0.02)
+        nn.init.normal_(self.adaln_single.emb.timestep_embedder.linear_2.weight, std=0.02)
+        nn.init.normal_(self.adaln_single.linear.weight, std=0.02)
+        if self.caption_projection is not None:
+            nn.init.normal_(self.caption_projection.linear_1.weight, std=0.02)
+            nn.init.normal_(self.caption_projection.linear_2.weight, std=0.02)
+        for block in self.transformer_blocks:
+            nn.init.zeros_(block.attn2.to_out[0].weight)
+            nn.init.zeros_(block.attn2.to_out[0].bias)
+        nn.init.zeros_(self.proj_out.weight)
+        nn.init.zeros_(self.proj_out.bias)
+
+
+def has_qk_norm(model: nn.Module) -> bool:
+    """True when every attention layer of the model normalises its queries and keys."""
+    attentions = [m for m in model.modules() if hasattr(m, "norm_q") and hasattr(m, "processor")]
+    return bool(attentions) and all(
+        isinstance(a.norm_q, nn.LayerNorm) and isinstance(a.norm_k, nn.LayerNorm) for a in attentions
+    )
+
+
+@torch.no_grad()
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,21 @@
+"""The shapes-world teachers (atlas, quill, tally): renderers with per-domain error rates."""
+
+from __future__ import annotations
+
+from evolvedirector.teachers.base import ImageRequest, ImageResult, Teacher
+from evolvedirector.world.profiles import TEACHER_PROFILES, teacher_image
+
+
+class ShapesTeacher(Teacher):
+    def __init__(self, name: str, cost_per_image: float | None = None):
+        if name not in TEACHER_PROFILES:
+            raise ValueError(f"unknown shapes-world teacher {name!r}; choose from {sorted(TEACHER_PROFILES)}")
+        self.profile = TEACHER_PROFILES[name]
+        self.name = name
+        self.cost_per_image = self.profile.cost_per_image if cost_per_image is None else cost_per_image
+
+    async def generate(self, requests: list[ImageRequest]) -> list[ImageResult]:
+        return [
+            ImageResult(request, image=teacher_image(self.profile, request.prompt, request.seed, request.size))
+            for request in requests
+        ]
