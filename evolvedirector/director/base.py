@@ -35,6 +35,10 @@ class Director(ABC):
     async def mutate(self, prompt: str) -> str:
         """One new prompt unrelated to this one, so the set keeps exploring."""
 
+    def reseed(self, seed: int) -> None:
+        """Restart the director's randomness; the loop calls it each round so that a resumed run
+        makes the same choices as an uninterrupted one. Backends without randomness ignore it."""
+
 
 @dataclass(frozen=True)
 class Discrimination:

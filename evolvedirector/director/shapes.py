@@ -23,6 +23,9 @@ class ShapesDirector(Director):
         # Prompts the director must never propose (the held-out evaluation prompts).
         self.exclude = frozenset(exclude)
 
+    def reseed(self, seed: int) -> None:
+        self.rng.seed(seed)
+
     async def compare(self, prompt: str, image_a: np.ndarray, image_b: np.ndarray) -> Verdict:
         return Verdict(judge_pair(prompt, image_a, image_b, self.rng, self.judge_accuracy))
 

@@ -99,6 +99,7 @@ class Evolution:
         torch.manual_seed(config.seed)  # the same seed gives the same initial student
         self.student = Student(config.student, config.world.image_size)
         self.trainer = Trainer(self.student, config.train, seed=config.seed, device=config.device)
+        self.director = build_director(config.director, seed=config.seed, exclude=self.heldout)
         self._pixels: dict[str, torch.Tensor] = {}  # image hash -> [-1, 1] tensor, for training
 
     # -- the run ------------------------------------------------------------------------------
@@ -109,15 +110,11 @@ class Evolution:
     async def _run(self) -> list[RoundSummary]:
         last = self.store.last_round()
         if last is not None:
-            self._resume(last)
+            await self._resume(last)
         summaries = []
         round = 0 if last is None else last + 1
-        # The director's randomness continues from a seed per starting round, so a resumed run
-        # does not replay the verdicts of the rounds it already has.
-        self.director = build_director(
-            self.config.director, seed=self.config.seed * 7919 + round, exclude=self.heldout
-        )
         while (reason := self._stop_reason(round)) is None:
+            self.director.reseed(self.config.seed * 7919 + round)
             summary = await (self.seed_round() if round == 0 else self.run_round(round))
             summaries.append(summary)
             self._print_round(summary)
@@ -144,11 +141,14 @@ class Evolution:
                 return f"max_minutes={budget.max_minutes:g} would be passed by another round"
         return None
 
-    def _resume(self, last: int) -> None:
+    async def _resume(self, last: int) -> None:
         rounds = self.store.rounds()
         checkpoint = rounds[-1]["checkpoint"]
         if checkpoint is not None:
             self.trainer.load(self.run_dir / checkpoint)
+        settled = await self.ledger.settle_pending(self.teachers)
+        if settled:
+            self.console.print(f"finished {settled} teacher calls left pending by the interrupted run")
         calls, dollars = self.store.spend()
         self.console.print(
             f"resuming {self.run_dir} after round {last}: {len(self.store.active_samples())} samples, "

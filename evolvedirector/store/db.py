@@ -278,6 +278,10 @@ class Store:
         row = self.conn.execute("SELECT * FROM teacher_calls WHERE key = ?", (key,)).fetchone()
         return None if row is None else dict(row)
 
+    def pending_calls(self) -> list[dict]:
+        rows = self.conn.execute("SELECT * FROM teacher_calls WHERE status = 'pending' ORDER BY created_at").fetchall()
+        return [dict(row) for row in rows]
+
     def spend(self) -> tuple[int, float]:
         """(calls, dollars) committed so far. Pending calls count: they may have been paid."""
         row = self.conn.execute(

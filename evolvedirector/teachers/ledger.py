@@ -64,3 +64,12 @@ class Ledger:
         image_hash = self.images.put(result.image)
         self.store.finish_call(key, image_hash=image_hash)
         return Purchase(teacher.name, request, image_hash)
+
+    async def settle_pending(self, teachers: dict[str, Teacher]) -> int:
+        """Finish the calls a crash left pending, under their own keys (charged once, already)."""
+        pending = [row for row in self.store.pending_calls() if row["teacher"] in teachers]
+        await asyncio.gather(*(
+            self._buy_one(teachers[row["teacher"]], ImageRequest(row["prompt"], row["seed"], row["size"]), row["round"])
+            for row in pending
+        ))
+        return len(pending)

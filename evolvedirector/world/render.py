@@ -1,0 +1,212 @@
+"""Painting prompts: hard-edged shapes and glyphs on a white canvas, placed as WORLD.md says.
+
+A prompt is first laid out as a scene (a list of shapes or a glyph in normalised coordinates),
+then painted by testing every pixel centre against each item. Hard edges keep every pixel an
+exact palette colour, so the rules read back exactly what was drawn. A mistaken image is the
+same kind of scene with one thing changed.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+
+from evolvedirector.world.grammar import ANCHORS, GLYPHS, LETTERS, PALETTE, SHAPES, Spec, parse
+
+OBJECT_SIZE = 0.17  # half-size s of an `object` prompt's shape
+RELATION_SIZE = 0.15
+COUNT_SIZE = 0.10
+GLYPH_HEIGHT = 0.66  # the glyph box is this high and 5/7 of it wide
+RELATION_NEAR, RELATION_FAR = 0.27, 0.73  # the two positions along a relation's axis
+COUNT_GAP = 0.04  # least gap between the bounding boxes of two counted objects
+COUNT_MARGIN = 0.03  # least gap between a counted object's box and the canvas edge
+CENTRE_JITTER = 0.04  # with an rng, centres move by up to this much...
+SIZE_JITTER = 0.10  # ...and sizes scale by up to this fraction
+
+# Unjittered count layouts; every pair of boxes (s = 0.10) keeps a gap of at least 0.05.
+FIXED_COUNT_LAYOUTS: dict[int, tuple[tuple[float, float], ...]] = {
+    1: ((0.5, 0.5),),
+    2: ((0.3, 0.5), (0.7, 0.5)),
+    3: ((0.2, 0.5), (0.5, 0.5), (0.8, 0.5)),
+    4: ((0.3, 0.3), (0.7, 0.3), (0.3, 0.7), (0.7, 0.7)),
+    5: ((0.25, 0.25), (0.75, 0.25), (0.5, 0.5), (0.25, 0.75), (0.75, 0.75)),
+}
+
+_OPPOSITE = {"to the left of": "to the right of", "to the right of": "to the left of", "above": "below", "below": "above"}
+
+_GLYPH_INK = {letter: np.array([[ch == "#" for ch in row] for row in rows]) for letter, rows in GLYPHS.items()}
+
+
+@dataclass(frozen=True)
+class _Shape:
+    kind: str  # circle, square or triangle
+    color: str
+    cx: float
+    cy: float
+    s: float  # half-size: radius of a circle, half the side of a square
+
+
+@dataclass(frozen=True)
+class _Glyph:
+    letter: str
+    color: str
+    cx: float
+    cy: float
+    height: float
+
+
+_Item = _Shape | _Glyph
+
+
+def render(prompt: str | Spec, size: int = 32, rng: random.Random | None = None) -> np.ndarray:
+    """A correct (size, size, 3) uint8 image of the prompt; jittered when an rng is given."""
+    spec = _as_spec(prompt)
+    return _paint(_scene(spec, rng), size)
+
+
+def render_mistake(prompt: str | Spec, size: int = 32, rng: random.Random | None = None) -> np.ndarray:
+    """The prompt drawn with one plausible mistake of its domain, so that it is incorrect.
+
+    With an rng the mistake and the jitter are random; without one the image is unjittered and
+    the mistake is a fixed function of the prompt.
+    """
+    spec = _as_spec(prompt)
+    chooser = rng if rng is not None else random.Random(spec.text)
+    return _paint(_mistaken_scene(spec, chooser, rng), size)
+
+
+def _as_spec(prompt: str | Spec) -> Spec:
+    return prompt if isinstance(prompt, Spec) else parse(prompt)
+
+
+# ---- scenes ----------------------------------------------------------------------------------
+
+
+def _scene(spec: Spec, rng: random.Random | None) -> list[_Item]:
+    if spec.domain == "object":
+        return _object_scene(spec.color, spec.shape, spec.where, rng)
+    if spec.domain == "relation":
+        return _relation_scene(spec.color, spec.shape, spec.relation, spec.color2, spec.shape2, rng)
+    if spec.domain == "count":
+        return _count_scene(spec.count, spec.color, spec.shape, rng)
+    return _text_scene(spec.letter, spec.color, rng)
+
+
+def _mistaken_scene(spec: Spec, chooser: random.Random, rng: random.Random | None) -> list[_Item]:
+    if spec.domain == "object":
+        if chooser.random() < 0.5:
+            where = chooser.choice([w for w in ANCHORS if w != spec.where])
+            return _object_scene(spec.color, spec.shape, where, rng)
+        shape = chooser.choice([s for s in SHAPES if s != spec.shape])
+        return _object_scene(spec.color, shape, spec.where, rng)
+    if spec.domain == "relation":
+        if chooser.random() < 0.5:
+            # Swapping the two objects puts the first on the opposite side of the second.
+            return _relation_scene(spec.color, spec.shape, _OPPOSITE[spec.relation], spec.color2, spec.shape2, rng)
+        wrong = chooser.choice([c for c in PALETTE if c not in (spec.color, spec.color2)])
+        if chooser.random() < 0.5:
+            return _relation_scene(wrong, spec.shape, spec.relation, spec.color2, spec.shape2, rng)
+        return _relation_scene(spec.color, spec.shape, spec.relation, wrong, spec.shape2, rng)
+    if spec.domain == "count":
+        return _count_scene(spec.count + chooser.choice((-1, 1)), spec.color, spec.shape, rng)
+    letter = chooser.choice([letter for letter in LETTERS if letter != spec.letter])
+    return _text_scene(letter, spec.color, rng)
+
+
+def _object_scene(color: str, shape: str, where: str, rng: random.Random | None) -> list[_Item]:
+    x, y = ANCHORS[where]
+    return [_Shape(shape, color, _nudge(x, rng), _nudge(y, rng), _scale(OBJECT_SIZE, rng))]
+
+
+def _relation_scene(
+    color1: str, shape1: str, relation: str, color2: str, shape2: str, rng: random.Random | None
+) -> list[_Item]:
+    # The object that comes first along the axis (left of, or above) sits at the near position.
+    first_along, second_along = (
+        (RELATION_NEAR, RELATION_FAR) if relation in ("to the left of", "above") else (RELATION_FAR, RELATION_NEAR)
+    )
+    horizontal = relation in ("to the left of", "to the right of")
+    items: list[_Item] = []
+    for color, shape, along in ((color1, shape1, first_along), (color2, shape2, second_along)):
+        x, y = (along, 0.5) if horizontal else (0.5, along)
+        items.append(_Shape(shape, color, _nudge(x, rng), _nudge(y, rng), _scale(RELATION_SIZE, rng)))
+    return items
+
+
+def _count_scene(n: int, color: str, shape: str, rng: random.Random | None) -> list[_Item]:
+    if rng is None:
+        return [_Shape(shape, color, x, y, COUNT_SIZE) for x, y in FIXED_COUNT_LAYOUTS[n]]
+    sizes = [_scale(COUNT_SIZE, rng) for _ in range(n)]
+    return [_Shape(shape, color, x, y, s) for (x, y), s in zip(_random_layout(sizes, rng), sizes)]
+
+
+def _random_layout(sizes: list[float], rng: random.Random) -> list[tuple[float, float]]:
+    """Random centres for boxes of the given half-sizes that keep the gap and the margin.
+
+    Objects are placed one by one at random spots that keep the gap and the margin; if one
+    finds no room the whole layout starts again. Up to five boxes fit easily, so this ends fast.
+    """
+    for _restart in range(1000):
+        centres: list[tuple[float, float]] = []
+        for s in sizes:
+            low, high = COUNT_MARGIN + s, 1.0 - COUNT_MARGIN - s
+            for _try in range(100):
+                c = (rng.uniform(low, high), rng.uniform(low, high))
+                if all(_boxes_apart(c, s, other, other_s) for other, other_s in zip(centres, sizes)):
+                    centres.append(c)
+                    break
+            else:
+                break
+        if len(centres) == len(sizes):
+            return centres
+    raise RuntimeError(f"found no layout for {len(sizes)} objects")
+
+
+def _boxes_apart(a: tuple[float, float], sa: float, b: tuple[float, float], sb: float) -> bool:
+    # Two axis-aligned boxes keep the gap when they are that far apart along either axis.
+    return max(abs(a[0] - b[0]), abs(a[1] - b[1])) - sa - sb >= COUNT_GAP
+
+
+def _text_scene(letter: str, color: str, rng: random.Random | None) -> list[_Item]:
+    return [_Glyph(letter, color, _nudge(0.5, rng), _nudge(0.5, rng), _scale(GLYPH_HEIGHT, rng))]
+
+
+def _nudge(value: float, rng: random.Random | None) -> float:
+    return value if rng is None else value + rng.uniform(-CENTRE_JITTER, CENTRE_JITTER)
+
+
+def _scale(value: float, rng: random.Random | None) -> float:
+    return value if rng is None else value * rng.uniform(1.0 - SIZE_JITTER, 1.0 + SIZE_JITTER)
+
+
+# ---- painting --------------------------------------------------------------------------------
+
+
+def _paint(items: list[_Item], size: int) -> np.ndarray:
+    image = np.full((size, size, 3), 255, dtype=np.uint8)
+    centres = (np.arange(size) + 0.5) / size  # pixel centres in normalised units
+    x, y = centres[None, :], centres[:, None]
+    for item in items:
+        image[_covered(item, x, y)] = PALETTE[item.color]
+    return image
+
+
+def _covered(item: _Item, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Boolean (size, size) mask of the pixel centres inside the item."""
+    if isinstance(item, _Glyph):
+        width = item.height * 5 / 7
+        col = np.floor((x - (item.cx - width / 2)) / width * 5).astype(int)
+        row = np.floor((y - (item.cy - item.height / 2)) / item.height * 7).astype(int)
+        inside = (col >= 0) & (col < 5) & (row >= 0) & (row < 7)
+        return inside & _GLYPH_INK[item.letter][row.clip(0, 6), col.clip(0, 4)]
+    dx, dy = x - item.cx, y - item.cy
+    if item.kind == "circle":
+        return dx * dx + dy * dy <= item.s * item.s
+    if item.kind == "square":
+        return (np.abs(dx) <= item.s) & (np.abs(dy) <= item.s)
+    if item.kind == "triangle":
+        # Pointing up: the half-width grows from 0 at the apex (dy = -s) to s at the base (dy = s).
+        return (dy <= item.s) & (np.abs(dx) <= (dy + item.s) / 2)
+    raise ValueError(f"unknown shape {item.kind!r}")

@@ -1,0 +1,52 @@
+import pytest
+
+from evolvedirector.config import ConfigError, RunConfig, demo_config_path, dump_config, load_config, parse_config
+
+
+def test_demo_config_loads_with_paper_defaults_where_it_is_silent():
+    config = load_config(demo_config_path())
+    assert [t.name for t in config.teachers] == ["atlas", "quill", "tally"]
+    assert (config.evolve.select_ratio, config.evolve.extend_num, config.evolve.mutation_ratio) == (0.2, 3, 0.1)
+    assert config.train.weight_decay == 0.03 and config.train.adam_eps == 1e-10 and config.train.grad_clip == 1.0
+
+
+def test_paper_defaults():
+    config = RunConfig()
+    assert config.train.lr == 2e-5 and config.train.warmup_steps == 1000
+    assert config.student.ema_decay == 0.9999 and config.student.sample_steps == 20
+    assert config.student.guidance == 4.5
+
+
+@pytest.mark.parametrize("data, field, reason", [
+    ({"evolve": {"select_ratio": 1.5}}, "evolve.select_ratio", "less than or equal to 1"),
+    ({"evolve": {"extend_numb": 3}}, "evolve.extend_numb", "Extra inputs are not permitted"),
+    ({"student": {"size": "huge"}}, "student", "unknown student size 'huge'"),
+    ({"budget": {"max_rounds": None}}, "budget", "set at least one of"),
+    ({"teachers": [{"name": "atlas"}, {"name": "atlas"}]}, "(top level)", "teacher names must be distinct"),
+    ({"world": {"image_size": 16}}, "world.image_size", "greater than or equal to 32"),
+])
+def test_bad_config_names_the_field_and_the_reason(data, field, reason):
+    with pytest.raises(ConfigError) as error:
+        parse_config(data, "bad.yaml")
+    message = str(error.value)
+    assert "bad.yaml" in message and f"{field}:" in message and reason in message
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("evolve: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(broken)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(listing)
+
+
+def test_resolved_config_round_trips(tmp_path):
+    config = load_config(demo_config_path(), overrides={"out": str(tmp_path / "run")})
+    saved = tmp_path / "config.yaml"
+    saved.write_text(dump_config(config))
+    assert load_config(saved) == config

@@ -1,0 +1,163 @@
+"""A tiny run of the whole loop, resume, and a process killed at random moments."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from evolvedirector.config import parse_config
+from evolvedirector.loop import Evolution
+from evolvedirector.store import Store
+from evolvedirector.world import grammar
+
+
+def tiny_config(out: Path, **budget) -> dict:
+    return {
+        "out": str(out),
+        "seed": 3,
+        "threads": 1,
+        "world": {"image_size": 32, "heldout_per_domain": 2},
+        "student": {"size": "tiny", "sample_steps": 2, "ema_decay": 0.9, "guidance": 2.0},
+        "train": {"batch_size": 4, "lr": 1e-3, "warmup_steps": 2, "steps_per_round": 3},
+        "evolve": {"seed_prompts": 12, "render_steps": 2},
+        "budget": budget or {"max_rounds": 2},
+    }
+
+
+def check_run_invariants(store: Store, images_root: Path) -> None:
+    rounds = [r["round"] for r in store.rounds()]
+    assert rounds == list(range(len(rounds)))
+    # Every paid call is finished, once, with its image on disk; spend is the sum of their prices.
+    calls = store.conn.execute("SELECT * FROM teacher_calls").fetchall()
+    assert all(c["status"] == "done" for c in calls)
+    assert all((images_root / c["image_hash"][:2] / f"{c['image_hash']}.png").exists() for c in calls)
+    prices = {"atlas": 0.04, "quill": 0.06, "tally": 0.03}
+    assert store.spend()[1] == pytest.approx(sum(prices[c["teacher"]] for c in calls))
+    # Every training sample's image is one that was bought from its teacher.
+    bought = {(c["teacher"], c["prompt"], c["image_hash"]) for c in calls}
+    for s in store.conn.execute("SELECT * FROM samples"):
+        assert (s["teacher"], s["prompt"], s["image_hash"]) in bought
+    # Prompts in the active set are distinct.
+    active = [s.prompt for s in store.active_samples()]
+    assert len(active) == len(set(active))
+
+
+def test_tiny_loop_end_to_end_and_resume(tmp_path):
+    config = parse_config(tiny_config(tmp_path / "run"))
+    summaries = Evolution(config).run()
+    assert [s.round for s in summaries] == [0, 1, 2]
+
+    store = Store(tmp_path / "run" / "evolve.db")
+    check_run_invariants(store, tmp_path / "run" / "images")
+    rounds = store.rounds()
+    seed_samples = store.active_samples(at_round=0)
+    assert len(seed_samples) == 12 and {s.operation for s in seed_samples} == {"seed"}
+    # Three teachers: every seed prompt was bought from each, and the director chose one.
+    assert store.conn.execute("SELECT COUNT(*) FROM candidates WHERE chosen = 1").fetchone()[0] >= 12
+    for r in rounds[1:]:
+        # select_ratio 0.2 of the previous version is judged every round.
+        previous = len(store.active_samples(at_round=r["round"] - 1))
+        assert r["judged"] == -(-previous * 2 // 10)
+        assert r["checkpoint"] == f"checkpoints/round-{r['round']:04d}"
+        assert set(r["metrics"]["accuracy"]) == {*grammar.DOMAINS, "mean"}
+    verdicts = store.conn.execute("SELECT * FROM verdicts").fetchall()
+    assert len(verdicts) == sum(r["judged"] for r in rounds)
+    for v in verdicts:
+        assert (v["winner"], v["action"]) in {("teacher", "expand"), ("student", "delete")}
+    for s in store.conn.execute("SELECT * FROM samples WHERE operation != 'seed'"):
+        parent = store.sample(s["parent_id"])
+        assert parent.round_added < s["round_added"]
+        if s["operation"] == "expand":
+            assert grammar.parse(parent.prompt).domain == s["domain"]
+        else:
+            assert grammar.parse(parent.prompt).domain != s["domain"]
+    heldout = set(Evolution.__init__.__globals__["heldout_prompts"](2, 1234))
+    assert not heldout & {s["prompt"] for s in store.conn.execute("SELECT prompt FROM samples")}
+    assert (tmp_path / "run" / "report.html").exists() and (tmp_path / "run" / "report.png").exists()
+    assert (tmp_path / "run" / "checkpoints" / "latest").read_text().strip() == "checkpoints/round-0002"
+    assert (tmp_path / "run" / "rounds" / "0002" / "judged.png").exists()
+    calls_before = store.spend()[0]
+    store.close()
+
+    # The same folder with a larger budget resumes after round 2.
+    resumed = Evolution(parse_config(tiny_config(tmp_path / "run", max_rounds=3))).run()
+    assert [s.round for s in resumed] == [3]
+    store = Store(tmp_path / "run" / "evolve.db")
+    check_run_invariants(store, tmp_path / "run" / "images")
+    assert store.rounds()[3]["train_step"] == 4 * 3 - 3
+    assert store.spend()[0] >= calls_before
+
+
+def test_budget_in_calls_stops_the_run_without_overshooting(tmp_path):
+    config = parse_config(tiny_config(tmp_path / "run", max_teacher_calls=45, max_rounds=20))
+    Evolution(config).run()
+    store = Store(tmp_path / "run" / "evolve.db")
+    assert store.spend()[0] <= 45
+    assert store.last_round() < 20
+    check_run_invariants(store, tmp_path / "run" / "images")
+
+
+def run_cli(config_path: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "evolvedirector.cli", "run", str(config_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+
+
+def count(db: Path, table: str) -> int:
+    if not db.exists():
+        return 0
+    try:
+        conn = sqlite3.connect(db, timeout=5)
+        try:
+            return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:  # the schema is not written yet
+        return 0
+
+
+def kill_when(process: subprocess.Popen, condition, extra_delay: float = 0.0, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline, "the run never reached the point to kill it at"
+        time.sleep(0.01)
+    time.sleep(extra_delay)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+@pytest.mark.timeout(300)
+def test_kill_9_at_any_moment_then_resume(tmp_path):
+    """SIGKILL the run mid-purchase of the seed set and in the middle of later rounds; each
+    restart resumes after the last committed round and no call is ever paid twice."""
+    data = tiny_config(tmp_path / "run", max_rounds=4)
+    data["evolve"]["seed_prompts"] = 300
+    data["train"]["steps_per_round"] = 20
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(data))
+    db = tmp_path / "run" / "evolve.db"
+
+    kill_when(run_cli(config_path), lambda: count(db, "teacher_calls") > 30)
+    assert count(db, "rounds") == 0  # killed while buying the seed set
+    calls_at_first_kill = count(db, "teacher_calls")
+    kill_when(run_cli(config_path), lambda: count(db, "rounds") >= 2, extra_delay=0.5)
+    assert 2 <= count(db, "rounds") < 5  # killed inside a later round
+    kill_when(run_cli(config_path), lambda: count(db, "rounds") >= 3, extra_delay=0.05)
+
+    process = run_cli(config_path)
+    _, stderr = process.communicate(timeout=240)
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    store = Store(db)
+    assert store.last_round() == 4
+    assert store.spend()[0] >= calls_at_first_kill
+    check_run_invariants(store, tmp_path / "run" / "images")
+    assert not list((tmp_path / "run" / "checkpoints").glob(".tmp-*"))
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").glob("round-*")] == ["round-0004"]
