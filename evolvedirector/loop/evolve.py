@@ -77,6 +77,7 @@ def progress_bar(console: Console) -> Progress:
     return Progress(
         TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
         TextColumn("{task.fields[info]}"), console=console, transient=True,
+        disable=not console.is_terminal,  # a log file gets the round lines, not bar redraws
     )
 
 
@@ -120,7 +121,7 @@ class Evolution:
             self._print_round(summary)
             write_report(self.store, self.run_dir)
             round += 1
-        self.console.print(f"[bold]stopped[/bold]: {reason}. Run folder: {self.run_dir}")
+        self.console.print(f"[bold]stopped[/bold]: {reason}. Run folder: {self.run_dir}", soft_wrap=True)
         return summaries
 
     def _stop_reason(self, round: int) -> str | None:
@@ -346,9 +347,10 @@ class Evolution:
 
     def _print_round(self, s: RoundSummary) -> None:
         win = f"{s.teacher_wins / s.judged:.2f}" if s.judged else "  - "
-        acc = " ".join(f"{d[:3]} {s.accuracy.get(d, 0):.2f}" for d in grammar.DOMAINS)
+        acc = " ".join(f"{d} {s.accuracy.get(d, 0):.2f}" for d in grammar.DOMAINS)
         self.console.print(
             f"round {s.round:>3} | set {s.set_size:>4} | teacher-win {win} | +{s.added} -{s.deleted} "
             f"(mutated {s.mutated}) | calls {s.calls} ${s.dollars:.2f} | held-out {acc} "
-            f"mean {s.accuracy.get('mean', 0):.2f} | {s.seconds:.0f}s"
+            f"mean {s.accuracy.get('mean', 0):.2f} | {s.seconds:.0f}s",
+            soft_wrap=True, highlight=False,
         )

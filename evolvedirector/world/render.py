@@ -3,17 +3,20 @@
 A prompt is first laid out as a scene (a list of shapes or a glyph in normalised coordinates),
 then painted by testing every pixel centre against each item. Hard edges keep every pixel an
 exact palette colour, so the rules read back exactly what was drawn. A mistaken image is the
-same kind of scene with one thing changed.
+same kind of scene with one thing changed. Each painted image is checked against the rules
+before it is returned, so a correct render is always correct and a mistake always a mistake.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from evolvedirector.world.grammar import ANCHORS, GLYPHS, LETTERS, PALETTE, SHAPES, Spec, parse
+from evolvedirector.world.rules import is_correct
 
 OBJECT_SIZE = 0.17  # half-size s of an `object` prompt's shape
 RELATION_SIZE = 0.15
@@ -24,6 +27,7 @@ COUNT_GAP = 0.04  # least gap between the bounding boxes of two counted objects
 COUNT_MARGIN = 0.03  # least gap between a counted object's box and the canvas edge
 CENTRE_JITTER = 0.04  # with an rng, centres move by up to this much...
 SIZE_JITTER = 0.10  # ...and sizes scale by up to this fraction
+_MAX_ATTEMPTS = 100  # redraws of a scene the pixel grid spoiled; one or two are ever needed
 
 # Unjittered count layouts; every pair of boxes (s = 0.10) keeps a gap of at least 0.05.
 FIXED_COUNT_LAYOUTS: dict[int, tuple[tuple[float, float], ...]] = {
@@ -63,7 +67,7 @@ _Item = _Shape | _Glyph
 def render(prompt: str | Spec, size: int = 32, rng: random.Random | None = None) -> np.ndarray:
     """A correct (size, size, 3) uint8 image of the prompt; jittered when an rng is given."""
     spec = _as_spec(prompt)
-    return _paint(_scene(spec, rng), size)
+    return _paint_until(spec, size, lambda: _scene(spec, rng), want_correct=True)
 
 
 def render_mistake(prompt: str | Spec, size: int = 32, rng: random.Random | None = None) -> np.ndarray:
@@ -74,7 +78,22 @@ def render_mistake(prompt: str | Spec, size: int = 32, rng: random.Random | None
     """
     spec = _as_spec(prompt)
     chooser = rng if rng is not None else random.Random(spec.text)
-    return _paint(_mistaken_scene(spec, chooser, rng), size)
+    return _paint_until(spec, size, lambda: _mistaken_scene(spec, chooser, rng), want_correct=False)
+
+
+def _paint_until(spec: Spec, size: int, draw_scene: Callable[[], list[_Item]], want_correct: bool) -> np.ndarray:
+    """Paint scenes from `draw_scene` until the rules give the wanted verdict on one.
+
+    The pixel grid can betray a jittered sample: at 32 pixels a circle of radius just under 3
+    centred on a pixel becomes a 5 x 5 block, which the rules call a square. Such samples (under
+    1 % of small circles) are drawn again, so every image is what it claims to be.
+    """
+    for _attempt in range(_MAX_ATTEMPTS):
+        image = _paint(draw_scene(), size)
+        if is_correct(spec, image) == want_correct:
+            return image
+    kind = "correct" if want_correct else "mistaken"
+    raise RuntimeError(f"could not paint a {kind} image of {spec.text!r} at size {size} (the world needs size >= 32)")
 
 
 def _as_spec(prompt: str | Spec) -> Spec:
@@ -145,8 +164,9 @@ def _count_scene(n: int, color: str, shape: str, rng: random.Random | None) -> l
 def _random_layout(sizes: list[float], rng: random.Random) -> list[tuple[float, float]]:
     """Random centres for boxes of the given half-sizes that keep the gap and the margin.
 
-    Objects are placed one by one at random spots that keep the gap and the margin; if one
-    finds no room the whole layout starts again. Up to five boxes fit easily, so this ends fast.
+    Objects are placed one by one at uniformly drawn spots, each redrawn until it is clear of
+    the ones placed before; if one finds no room the whole layout starts again. Five boxes fill
+    under a third of the canvas, so this ends fast.
     """
     for _restart in range(1000):
         centres: list[tuple[float, float]] = []

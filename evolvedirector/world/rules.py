@@ -34,17 +34,24 @@ def classify_pixels(image: np.ndarray) -> np.ndarray:
     """(H, W) ints: the palette index (PALETTE order) of each pixel, or -1 for none.
 
     A pixel is of colour k when it lies within 80 of k and strictly nearer to k than to every
-    other palette colour and to white.
+    other palette colour and to white. Images that are not uint8 are rounded into 0..255 first.
     """
-    rgb = np.asarray(image)[..., :3].astype(np.float64)
-    if rgb.ndim != 3:
-        raise ValueError(f"expected an (H, W, 3) image, got shape {np.shape(image)}")
-    squared = ((rgb[:, :, None, :] - _REFERENCE) ** 2).sum(axis=-1)  # (H, W, palette + white)
+    rgb = np.asarray(image)
+    if rgb.ndim != 3 or rgb.shape[2] < 3:
+        raise ValueError(f"expected an (H, W, 3) image, got shape {rgb.shape}")
+    rgb = rgb[..., :3]
+    if rgb.dtype != np.uint8:
+        rgb = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    # An image holds few distinct colours: classify each once, then spread the classes back.
+    packed = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    colors, inverse = np.unique(packed, return_inverse=True)
+    channels = np.stack([colors >> 16, (colors >> 8) & 255, colors & 255], axis=-1).astype(np.float64)
+    squared = ((channels[:, None, :] - _REFERENCE) ** 2).sum(axis=-1)  # (colours, palette + white)
     nearest = squared.argmin(axis=-1)
-    best = np.take_along_axis(squared, nearest[..., None], axis=-1)
-    strictly_nearest = (squared == best).sum(axis=-1) == 1
-    is_color = (nearest < len(_COLORS)) & (best[..., 0] < MAX_COLOR_DISTANCE**2) & strictly_nearest
-    return np.where(is_color, nearest, -1)
+    best = squared[np.arange(len(colors)), nearest]
+    strictly_nearest = (squared == best[:, None]).sum(axis=-1) == 1
+    is_color = (nearest < len(_COLORS)) & (best < MAX_COLOR_DISTANCE**2) & strictly_nearest
+    return np.where(is_color, nearest, -1)[inverse.reshape(packed.shape)]
 
 
 @dataclass
