@@ -43,11 +43,12 @@ class DirectorConfig(Section):
 class StudentConfig(Section):
     size: str = Field("shapes-s", description="a name from evolvedirector.student.SIZES")
     max_tokens: int = Field(16, ge=4, description="text tokens per caption (with mask)")
-    prediction_type: Literal["v_prediction", "epsilon"] = "v_prediction"
+    prediction_type: Literal["v_prediction", "epsilon", "sample"] = "v_prediction"
     beta_schedule: Literal["squaredcos_cap_v2", "linear", "scaled_linear"] = "squaredcos_cap_v2"
     sample_steps: int = Field(20, ge=1, description="DPM-Solver steps for final samples and evaluation")
     guidance: float = Field(4.5, ge=0, description="classifier-free guidance scale")
     ema_decay: float = Field(0.9999, gt=0, lt=1)
+    snr_gamma: float | None = Field(None, gt=0, description="min-SNR loss weighting gamma (None: plain MSE)")
 
     @model_validator(mode="after")
     def _known_size(self):

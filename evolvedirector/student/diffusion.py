@@ -32,6 +32,8 @@ def training_target(scheduler: DDPMScheduler, clean: torch.Tensor, noise: torch.
         return scheduler.get_velocity(clean, noise, timesteps)
     if scheduler.config.prediction_type == "epsilon":
         return noise
+    if scheduler.config.prediction_type == "sample":
+        return clean
     raise ValueError(f"unsupported prediction_type {scheduler.config.prediction_type!r}")
 
 

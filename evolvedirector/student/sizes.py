@@ -25,7 +25,8 @@ class StudentSize:
 SIZES: dict[str, StudentSize] = {
     # For tests: builds and runs in well under a second.
     "tiny": StudentSize(depth=2, width=64, heads=2, patch_size=4),
-    # The shapes-world default: 32x32 pixels at patch 4 is 64 tokens.
+    # The shapes world: 32x32 pixels at patch 4 is 64 tokens.
+    "shapes-xs": StudentSize(depth=4, width=128, heads=4, patch_size=4),
     "shapes-s": StudentSize(depth=4, width=192, heads=4, patch_size=4),
     "shapes-m": StudentSize(depth=6, width=256, heads=4, patch_size=4),
     # PixArt-alpha's own sizes (DiT naming).

@@ -76,7 +76,22 @@ class Student:
         noisy = self.noise.add_noise(images, noise, timesteps)
         target = training_target(self.noise, images, noise, timesteps)
         prediction = self.denoise(model, noisy, timesteps, states, mask)
-        return torch.nn.functional.mse_loss(prediction.float(), target.float())
+        per_sample = (prediction.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
+        return (per_sample * self._loss_weights(timesteps)).mean()
+
+    def _loss_weights(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """Min-SNR-gamma weighting (Hang et al., 2023): stop the many nearly-clean timesteps from
+        dominating the gradient; it speeds convergence several-fold. 1 everywhere when disabled."""
+        gamma = self.config.snr_gamma
+        if gamma is None:
+            return torch.ones(len(timesteps), device=timesteps.device)
+        alphas = self.noise.alphas_cumprod.to(timesteps.device)[timesteps]
+        snr = alphas / (1 - alphas)
+        clipped = torch.clamp(snr, max=gamma)
+        # The weight on the epsilon-space error is min(snr, gamma) / snr; v and x0 errors are
+        # that error scaled by (snr + 1) / snr and 1 / snr.
+        per_prediction = {"epsilon": snr, "v_prediction": snr + 1, "sample": torch.ones_like(snr)}
+        return clipped / per_prediction[self.config.prediction_type]
 
     @torch.no_grad()
     def update_ema(self, model, step: int) -> None:

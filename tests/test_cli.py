@@ -1,0 +1,84 @@
+"""The commands as a user types them (through typer's runner, in this process)."""
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+from evolvedirector.cli import app
+from test_loop import tiny_config
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    config = folder / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(folder / "run", max_rounds=1)))
+    result = runner.invoke(app, ["run", str(config)])
+    assert result.exit_code == 0, result.output
+    return folder / "run", result.output
+
+
+def test_run_prints_a_line_per_round_and_writes_the_report(finished_run):
+    run_dir, output = finished_run
+    lines = [line for line in output.splitlines() if line.startswith("round")]
+    assert [line.split("|")[0].split()[1] for line in lines] == ["0", "1"]
+    for field in ("set", "teacher-win", "calls", "held-out", "object", "relation", "count", "text", "mean"):
+        assert field in lines[-1]
+    assert "max_rounds=1 reached" in output
+    assert (run_dir / "report.html").read_text().count("<tr>") >= 3
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["evolve"]["select_ratio"] == 0.2
+
+
+def test_status_reports_rounds_set_verdicts_calls_and_spend(finished_run):
+    run_dir, _ = finished_run
+    result = runner.invoke(app, ["status", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert "rounds committed: 2 (last: 1)" in result.output
+    assert "verdicts: 3" in result.output  # ceil(0.2 * 12) judged in round 1
+    for teacher in ("atlas", "quill", "tally"):
+        assert teacher in result.output
+    assert "teacher calls:" in result.output and "spend: $" in result.output
+
+
+def test_sample_writes_one_png_per_line_in_order(finished_run, tmp_path):
+    run_dir, _ = finished_run
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle on the left\nthree blue squares\nthe letter T in green\n")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["sample", str(run_dir), "--prompts", str(prompts), "--out", str(out), "--seed", "7"])
+    assert result.exit_code == 0, result.output
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["00000.png", "00001.png", "00002.png"]
+    first = np.asarray(Image.open(out / "00000.png"))
+    assert first.shape == (32, 32, 3)
+    again = tmp_path / "again"
+    runner.invoke(app, ["sample", str(run_dir), "--prompts", str(prompts), "--out", str(again), "--seed", "7"])
+    np.testing.assert_array_equal(np.asarray(Image.open(again / "00000.png")), first)
+
+
+def test_sample_refuses_a_folder_that_is_not_a_run(tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("two red circles\n")
+    result = runner.invoke(app, ["sample", str(tmp_path), "--prompts", str(prompts), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "not a run folder" in result.output
+
+
+def test_run_refuses_a_bad_config_with_the_field_and_reason(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"evolve": {"mutation_ratio": 2}, "budget": {"max_rounds": 1}}))
+    result = runner.invoke(app, ["run", str(bad)])
+    assert result.exit_code == 2
+    assert "evolve.mutation_ratio" in result.output and "less than or equal to 1" in result.output
+
+
+def test_help_explains_every_command():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("demo", "run", "status", "sample"):
+        assert command in result.output
