@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from evolvedirector.bench import bench_app
 from evolvedirector.config import ConfigError, RunConfig, demo_config_path, load_config
 
 app = typer.Typer(
@@ -22,6 +23,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(bench_app, name="bench")
 console = Console(soft_wrap=True)  # long paths and round lines stay on one line in logs
 
 

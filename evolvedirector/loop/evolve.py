@@ -257,16 +257,17 @@ class Evolution:
         size = self.config.world.image_size
         with progress_bar(self.console) as progress:
             task = progress.add_task(f"round {round}: teachers", total=len(proposals), info="")
-            purchases = []
-            for proposal in proposals:
+
+            async def buy_all(proposal: Proposal) -> list:
                 request = ImageRequest(proposal.prompt, TEACHER_SEED, size)
-                bought = []
-                for name in proposal.teacher_names:
-                    [purchase] = await self.ledger.buy(self.teachers[name], [request], round)
-                    if purchase.image_hash is not None:
-                        bought.append(purchase)
-                purchases.append(bought)
+                bought = await asyncio.gather(*(
+                    self.ledger.buy(self.teachers[name], [request], round) for name in proposal.teacher_names
+                ))
                 progress.update(task, advance=1)
+                return [purchase for [purchase] in bought if purchase.image_hash is not None]
+
+            # All calls in flight at once; the ledger bounds the concurrency and the budget.
+            purchases = await asyncio.gather(*(buy_all(p) for p in proposals))
             task = progress.add_task(f"round {round}: selection", total=len(proposals), info="")
             new_samples = []
             for proposal, bought in zip(proposals, purchases):
