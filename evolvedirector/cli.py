@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+import evolvedirector.bench.efficiency  # noqa: F401  (registers `bench efficiency`)
 from evolvedirector.bench import bench_app
 from evolvedirector.config import ConfigError, RunConfig, demo_config_path, load_config
 

@@ -79,6 +79,14 @@ class EvolveConfig(Section):
     )
     render_steps: int = Field(10, ge=1, description="DPM-Solver steps for the student's renders the director judges")
     render_guidance: float | None = Field(None, ge=0, description="guidance for those renders (None: student.guidance)")
+    # Ablations (evolvedirector bench efficiency): switch one operation off at a time.
+    discrimination: Literal["director", "random"] = Field(
+        "director", description="random: the student 'wins' with probability random_student_win_rate, unjudged"
+    )
+    random_student_win_rate: float = Field(0.2, ge=0, le=1)
+    expansion: bool = Field(True, description="False: a teacher win keeps the sample and adds nothing")
+    deletion: bool = Field(True, description="False: a student win keeps the sample (mutation still applies)")
+    evaluate_every_round: bool = Field(True, description="held-out accuracy after every round (False: never)")
 
 
 class BudgetConfig(Section):

@@ -57,7 +57,8 @@ def plot_rounds(rounds: list[dict], path: Path) -> None:
     ax.set_ylim(0, 1)
     ax.set_title("held-out accuracy")
     ax.set_xlabel("round")
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:  # runs without per-round evaluation have no series
+        ax.legend()
 
     fig.savefig(path, dpi=90)
     plt.close(fig)

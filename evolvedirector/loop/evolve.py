@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from evolvedirector.config import RunConfig, dump_config
-from evolvedirector.director import build_director, discriminate, select_best
+from evolvedirector.director import Discrimination, build_director, discriminate, select_best
 from evolvedirector.evaluation.heldout import evaluate_student
 from evolvedirector.evaluation.report import write_report
 from evolvedirector.store import ImageStore, NewSample, RoundRecord, Sample, Store, VerdictRecord, write_atomic
@@ -184,7 +184,7 @@ class Evolution:
         active = self.store.active_samples()
 
         # 1. Train on the current version of the set.
-        loss = self._train(active, round)
+        loss = self.train_on_set(active, self.config.train.steps_per_round, label=f"round {round}")
 
         # 2. The director looks at a random share of the set, rendered by the student.
         judged = rng.sample(active, max(1, math.ceil(evolve.select_ratio * len(active))))
@@ -203,20 +203,26 @@ class Evolution:
         with progress_bar(self.console) as progress:
             task = progress.add_task(f"round {round}: director", total=len(judged), info="")
             for sample, render, teacher_image in zip(judged, renders, teacher_images):
-                outcome = await discriminate(self.director, sample.prompt, render, teacher_image, rng)
+                if evolve.discrimination == "director":
+                    outcome = await discriminate(self.director, sample.prompt, render, teacher_image, rng)
+                else:  # ablation: the same operations, driven by a coin instead of the director
+                    won = rng.random() < evolve.random_student_win_rate
+                    outcome = Discrimination("student" if won else "teacher", student_shown_first=True)
                 if outcome.winner == "student":
-                    action = "delete"
-                    deleted.append(sample.id)
+                    action = "delete" if evolve.deletion else "keep"
+                    if evolve.deletion:
+                        deleted.append(sample.id)
                     if rng.random() < evolve.mutation_ratio:
                         prompt = await self.director.mutate(sample.prompt)
                         if self._accept(prompt, taken):
                             proposals.append(Proposal(prompt, "mutate", list(self.teachers), sample.id))
                 else:
-                    action = "expand"
+                    action = "expand" if evolve.expansion else "keep"
                     teachers = [sample.teacher] if evolve.expand_with == "same" else list(self.teachers)
-                    for prompt in await self.director.expand(sample.prompt, evolve.extend_num):
-                        if self._accept(prompt, taken):
-                            proposals.append(Proposal(prompt, "expand", teachers, sample.id))
+                    if evolve.expansion:
+                        for prompt in await self.director.expand(sample.prompt, evolve.extend_num):
+                            if self._accept(prompt, taken):
+                                proposals.append(Proposal(prompt, "expand", teachers, sample.id))
                 verdicts.append(VerdictRecord(
                     sample_id=sample.id, student_image=self.images.put(render), teacher_image=sample.image_hash,
                     student_shown_first=outcome.student_shown_first, winner=outcome.winner, action=action,
@@ -286,15 +292,15 @@ class Evolution:
                 ))
         return new_samples
 
-    def _train(self, active: list[Sample], round: int) -> float:
-        for sample in active:
+    def train_on_set(self, samples: list[Sample], steps: int, label: str) -> float:
+        """`steps` optimizer steps on these samples, with a progress bar; returns the mean loss."""
+        for sample in samples:
             if sample.image_hash not in self._pixels:
                 self._pixels[sample.image_hash] = from_pixels([self.images.get(sample.image_hash)])[0]
-        images = torch.stack([self._pixels[s.image_hash] for s in active])
-        prompts = [s.prompt for s in active]
-        steps = self.config.train.steps_per_round
+        images = torch.stack([self._pixels[s.image_hash] for s in samples])
+        prompts = [s.prompt for s in samples]
         with progress_bar(self.console) as progress:
-            task = progress.add_task(f"round {round}: training", total=steps, info="")
+            task = progress.add_task(f"{label}: training", total=steps, info="")
             recent: list[float] = []
 
             def on_step(loss: float) -> None:
@@ -308,6 +314,8 @@ class Evolution:
         return {"accuracy": accuracy, "loss": loss, "calls": calls, "dollars": dollars}
 
     def _evaluate(self) -> dict[str, float]:
+        if not self.config.evolve.evaluate_every_round:
+            return {}
         return evaluate_student(self.student, self.heldout, seed=self.config.seed)
 
     def _save_checkpoint(self, round: int) -> str:

@@ -53,7 +53,7 @@ CREATE TABLE IF NOT EXISTS verdicts (
     teacher_image TEXT NOT NULL,
     student_shown_first INTEGER NOT NULL,
     winner TEXT NOT NULL CHECK (winner IN ('student', 'teacher')),
-    action TEXT NOT NULL CHECK (action IN ('delete', 'expand'))
+    action TEXT NOT NULL CHECK (action IN ('delete', 'expand', 'keep'))  -- keep: an ablation switched the operation off
 );
 CREATE TABLE IF NOT EXISTS rounds (
     round INTEGER PRIMARY KEY,

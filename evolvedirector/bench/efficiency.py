@@ -1,0 +1,340 @@
+"""`evolvedirector bench efficiency`: does the director make teacher calls go further?
+
+The paper's two claims, measured in the shapes world at matched optimizer steps and seeds:
+1. Data efficiency. Naive distillation (B prompts drawn at random from the grammar, one teacher
+   image each: from each teacher alone, and from a random teacher per prompt) against the full
+   loop with the same budget of B teacher calls, over a ladder of budgets.
+2. A student of several teachers beats each of them: the loop's student against every teacher's
+   own held-out accuracy, with the share of training samples the director took from each.
+Ablations at one budget switch one operation off at a time, and vary the judge's accuracy.
+
+Every arm trains a fresh student for exactly `steps` optimizer steps and is graded on the same
+held-out prompts, which no arm ever trains on. The last line printed is
+`efficiency ratio=<R> student=<S> best_teacher=<T>`, where R is the calls naive distillation
+needs to reach the loop's accuracy at the smallest budget divided by the loop's calls there
+(log-linear interpolation on the ladder; the best naive arm at each budget), S is the loop's
+mean held-out accuracy at the largest budget, and T the best single teacher's own mean accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from evolvedirector.bench import bench_app
+from evolvedirector.config import RunConfig, demo_config_path, load_config
+from evolvedirector.world import grammar
+from evolvedirector.world.heldout import accuracy, heldout_prompts
+from evolvedirector.world.profiles import TEACHER_PROFILES, teacher_image
+
+TEACHERS = ("atlas", "quill", "tally")
+MEAN = "mean"
+
+
+@dataclass(frozen=True)
+class Settings:
+    ladder: tuple[int, ...]
+    steps: int
+    seeds: tuple[int, ...]  # for the headline comparison at the smallest budget
+    heldout_per_domain: int
+    ablation_budget: int | None  # None: no ablations
+    judge_accuracies: tuple[float, ...]
+
+
+DEFAULT = Settings(ladder=(250, 500, 1000, 2000, 4000), steps=500, seeds=(0, 1, 2), heldout_per_domain=16,
+                   ablation_budget=1000, judge_accuracies=(1.0, 0.75, 0.6))
+QUICK = Settings(ladder=(300, 1200), steps=300, seeds=(0,), heldout_per_domain=12, ablation_budget=None,
+                 judge_accuracies=())
+
+
+@dataclass
+class Result:
+    arm: str
+    budget: int
+    seed: int
+    calls: int
+    dollars: float
+    accuracy: dict[str, float]
+    seconds: float
+    selection: dict[str, dict[str, float]] = field(default_factory=dict)  # domain -> teacher -> share
+    student_win_rate: float | None = None
+
+
+def base_config(out: Path, seed: int, settings: Settings) -> RunConfig:
+    """The demo's student and recipe, without per-round evaluation (the bench grades at the end)."""
+    config = load_config(demo_config_path(), overrides={"out": str(out), "seed": seed})
+    config.world.heldout_per_domain = settings.heldout_per_domain
+    config.evolve.evaluate_every_round = False
+    return config
+
+
+def build_student_and_trainer(config: RunConfig):
+    import torch
+
+    from evolvedirector.student import Student
+    from evolvedirector.trainer import Trainer
+
+    torch.manual_seed(config.seed)
+    student = Student(config.student, config.world.image_size)
+    return student, Trainer(student, config.train, seed=config.seed, device=config.device)
+
+
+def grade(student, config: RunConfig, prompts: list[str]) -> dict[str, float]:
+    images = student.generate(prompts, seed=config.seed)
+    return accuracy(prompts, images)
+
+
+def naive_arm(budget: int, teacher: str, seed: int, settings: Settings, workdir: Path) -> Result:
+    """B random prompts (domain uniform, then prompt uniform), one image each, trained `steps` steps."""
+    from evolvedirector.student import from_pixels
+
+    started = time.time()
+    config = base_config(workdir / f"naive-{teacher}-{budget}-{seed}", seed, settings)
+    heldout = heldout_prompts(settings.heldout_per_domain, config.world.heldout_seed)
+    rng = random.Random(seed * 7919 + budget)
+    prompts, images, dollars = [], [], 0.0
+    for index in range(budget):
+        prompt = grammar.random_prompt(rng, exclude=heldout)
+        name = rng.choice(TEACHERS) if teacher == "random" else teacher
+        profile = TEACHER_PROFILES[name]
+        # A prompt drawn twice gets a second, independent image (another seed), as a second call would.
+        images.append(teacher_image(profile, prompt, index, config.world.image_size))
+        prompts.append(prompt)
+        dollars += profile.cost_per_image
+    student, trainer = build_student_and_trainer(config)
+    trainer.train(from_pixels(images), prompts, settings.steps)
+    return Result(f"naive-{teacher}", budget, seed, budget, dollars, grade(student, config, heldout),
+                  time.time() - started)
+
+
+def loop_arm(budget: int, seed: int, settings: Settings, workdir: Path, label: str = "loop",
+             evolve: dict | None = None, director: dict | None = None, teachers: tuple[str, ...] = TEACHERS,
+             rounds: int = 5) -> Result:
+    """The full loop with `budget` teacher calls: half buys the seed set from every teacher, the rest
+    goes where the director sends it. Training steps are split over `rounds`; whatever the loop has
+    not used when the budget runs out is trained on the final set."""
+    from rich.console import Console as QuietConsole
+
+    from evolvedirector.config import TeacherConfig
+    from evolvedirector.loop import Evolution
+
+    started = time.time()
+    config = base_config(workdir / f"{label}-{budget}-{seed}", seed, settings)
+    config.teachers = [TeacherConfig(name=name) for name in teachers]
+    config.evolve.seed_prompts = max(4, budget // (2 * len(teachers)))
+    config.train.steps_per_round = max(1, settings.steps // rounds)
+    config.budget.max_teacher_calls = budget
+    config.budget.max_rounds = rounds
+    config.budget.max_dollars = None
+    config.budget.max_minutes = None
+    for key, value in (evolve or {}).items():
+        setattr(config.evolve, key, value)
+    for key, value in (director or {}).items():
+        setattr(config.director, key, value)
+
+    evolution = Evolution(config, console=QuietConsole(quiet=True))
+    evolution.run()
+    remaining = settings.steps - evolution.trainer.step
+    if remaining > 0:
+        evolution.train_on_set(evolution.store.active_samples(), remaining, label="final set")
+    calls, dollars = evolution.store.spend()
+    verdicts = evolution.store.verdict_counts()
+    judged = sum(verdicts.values())
+    return Result(
+        label, budget, seed, calls, dollars, grade(evolution.student, config, evolution.heldout),
+        time.time() - started, selection=selection_shares(evolution.store),
+        student_win_rate=verdicts.get("student", 0) / judged if judged else None,
+    )
+
+
+def selection_shares(store) -> dict[str, dict[str, float]]:
+    counts: dict[str, dict[str, int]] = {}
+    for row in store.selection_counts():
+        counts.setdefault(row["domain"], {})[row["teacher"]] = row["n"]
+    return {d: {t: n / sum(c.values()) for t, n in c.items()} for d, c in counts.items()}
+
+
+def teacher_accuracy(prompts: list[str], draws: int = 20, size: int = 32) -> dict[str, dict[str, float]]:
+    """Each teacher's own held-out accuracy: `draws` images per prompt, graded by the rules."""
+    out = {}
+    for name in TEACHERS:
+        profile = TEACHER_PROFILES[name]
+        repeated = [p for p in prompts for _ in range(draws)]
+        images = [teacher_image(profile, p, i, size) for i, p in enumerate(repeated)]
+        out[name] = accuracy(repeated, images)
+    return out
+
+
+def calls_needed(target: float, ladder: list[int], curve: list[float]) -> tuple[float, str]:
+    """Calls naive distillation needs to reach `target`, interpolated log-linearly on its ladder.
+
+    The curve is made monotone first (more calls never hurt the best arm). Returns (calls, bound):
+    bound is "" when interpolated, ">=" past the ladder's top, "<=" below its bottom."""
+    envelope = [max(curve[: i + 1]) for i in range(len(curve))]
+    if target <= envelope[0]:
+        return float(ladder[0]), "<="
+    for i in range(1, len(ladder)):
+        if target <= envelope[i]:
+            low, high = envelope[i - 1], envelope[i]
+            fraction = (target - low) / (high - low) if high > low else 1.0
+            log_calls = math.log(ladder[i - 1]) + fraction * (math.log(ladder[i]) - math.log(ladder[i - 1]))
+            return math.exp(log_calls), ""
+    return float(ladder[-1]), ">="
+
+
+def plot(results: list[Result], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
+    arms = sorted({r.arm for r in results if r.arm.startswith(("naive", "loop"))})
+    for arm in arms:
+        rows = sorted((r for r in results if r.arm == arm and r.seed == results[0].seed), key=lambda r: r.budget)
+        if len(rows) < 2:
+            continue
+        style = dict(marker="o", linewidth=2.5 if arm == "loop" else 1.2, label=arm)
+        axes[0].plot([r.calls for r in rows], [r.accuracy[MEAN] for r in rows], **style)
+        axes[1].plot([r.dollars for r in rows], [r.accuracy[MEAN] for r in rows], **style)
+    for ax, label in zip(axes, ("teacher calls", "dollars")):
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("held-out accuracy (mean of domains)")
+        ax.legend()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def accuracy_row(acc: dict[str, float]) -> list[str]:
+    return [f"{acc.get(d, 0):.2f}" for d in (*grammar.DOMAINS, MEAN)]
+
+
+@bench_app.command("efficiency")
+def efficiency(
+    quick: bool = typer.Option(False, "--quick", help="two budgets, one seed, no ablations (about 10 minutes)"),
+    out: Path | None = typer.Option(None, "--out", help="folder for results.json, efficiency.png and the runs"),
+    steps: int | None = typer.Option(None, "--steps", help="optimizer steps per arm (default 500; quick 300)"),
+    ladder: str | None = typer.Option(None, "--ladder", help="teacher-call budgets, comma-separated, e.g. 250,1000"),
+) -> None:
+    """Naive distillation against the director's loop over a ladder of teacher-call budgets.
+
+    Prints tables of held-out accuracy per domain against calls and dollars, the ablations, the
+    selection rates and the student beside each teacher; writes OUT/results.json and
+    OUT/efficiency.png. The last line is `efficiency ratio=<R> student=<S> best_teacher=<T>`.
+    """
+    console = Console(soft_wrap=True)
+    settings = QUICK if quick else DEFAULT
+    if steps is not None:
+        settings = Settings(**{**asdict(settings), "steps": steps})
+    if ladder is not None:
+        try:
+            budgets = tuple(sorted(int(b) for b in ladder.split(",")))
+        except ValueError:
+            raise typer.BadParameter(f"--ladder must be integers separated by commas, got {ladder!r}") from None
+        if len(budgets) < 2 or budgets[0] < 12:
+            raise typer.BadParameter("--ladder needs at least two budgets of 12 calls or more")
+        ablation = settings.ablation_budget
+        if ablation is not None and ablation not in budgets:
+            ablation = budgets[len(budgets) // 2]
+        settings = Settings(**{**asdict(settings), "ladder": budgets, "ablation_budget": ablation})
+    out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="evolvedirector-bench-"))
+    out.mkdir(parents=True, exist_ok=True)
+    results: list[Result] = []
+
+    def record(result: Result) -> None:
+        results.append(result)
+        console.print(f"  {result.arm:<22} B={result.budget:<5} seed={result.seed} calls={result.calls:<5} "
+                      f"${result.dollars:7.2f}  mean={result.accuracy[MEAN]:.3f}  ({result.seconds:.0f}s)")
+        (out / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=1))
+
+    console.print(f"[bold]bench efficiency[/bold]: ladder {list(settings.ladder)}, {settings.steps} steps per arm, "
+                  f"seeds {list(settings.seeds)}, {settings.heldout_per_domain} held-out prompts per domain; "
+                  f"results in {out}")
+    first_seed = settings.seeds[0]
+    for budget in settings.ladder:
+        for teacher in (*TEACHERS, "random"):
+            record(naive_arm(budget, teacher, first_seed, settings, out / "runs"))
+        record(loop_arm(budget, first_seed, settings, out / "runs"))
+    for seed in settings.seeds[1:]:
+        record(naive_arm(settings.ladder[0], "random", seed, settings, out / "runs"))
+        record(loop_arm(settings.ladder[0], seed, settings, out / "runs"))
+
+    ablations: list[tuple[str, dict]] = []
+    if settings.ablation_budget is not None:
+        full = next((r for r in results if r.arm == "loop" and r.budget == settings.ablation_budget), None)
+        win_rate = full.student_win_rate if full and full.student_win_rate is not None else 0.2
+        ablations = [
+            ("no-discrimination", dict(evolve={"discrimination": "random", "random_student_win_rate": win_rate})),
+            ("no-expansion", dict(evolve={"expansion": False})),
+            ("no-deletion", dict(evolve={"deletion": False})),
+            ("no-mutation", dict(evolve={"mutation_ratio": 0.0})),
+            ("one-teacher-quill", dict(teachers=("quill",))),
+            *((f"judge-{a:g}", dict(director={"judge_accuracy": a})) for a in settings.judge_accuracies),
+        ]
+        for label, options in ablations:
+            record(loop_arm(settings.ablation_budget, first_seed, settings, out / "runs", label=label, **options))
+
+    # -- tables ---------------------------------------------------------------------------------
+    ladder = list(settings.ladder)
+    table = Table("arm", "budget", "calls", "dollars", *grammar.DOMAINS, MEAN, title="held-out accuracy by budget")
+    for r in sorted((r for r in results if r.seed == first_seed and r.arm.startswith(("naive", "loop"))),
+                    key=lambda r: (r.arm, r.budget)):
+        table.add_row(r.arm, str(r.budget), str(r.calls), f"{r.dollars:.2f}", *accuracy_row(r.accuracy))
+    console.print(table)
+
+    if len(settings.seeds) > 1:
+        table = Table("arm", "budget", "seeds", "mean accuracy", "std", title="headline across seeds")
+        for arm in ("naive-random", "loop"):
+            values = [r.accuracy[MEAN] for r in results if r.arm == arm and r.budget == ladder[0]]
+            table.add_row(arm, str(ladder[0]), str(len(values)), f"{statistics.mean(values):.3f}",
+                          f"{statistics.stdev(values):.3f}" if len(values) > 1 else "-")
+        console.print(table)
+
+    if ablations:
+        table = Table("ablation", "calls", *grammar.DOMAINS, MEAN, title=f"ablations at B={settings.ablation_budget}")
+        for label in ("loop", *(name for name, _ in ablations)):
+            r = next(r for r in results if r.arm == label and r.budget == settings.ablation_budget
+                     and r.seed == first_seed)
+            table.add_row(label, str(r.calls), *accuracy_row(r.accuracy))
+        console.print(table)
+
+    top = next(r for r in results if r.arm == "loop" and r.budget == ladder[-1] and r.seed == first_seed)
+    table = Table("domain", *TEACHERS, title=f"selection rates: share of the loop's training samples (B={ladder[-1]})")
+    for domain in grammar.DOMAINS:
+        shares = top.selection.get(domain, {})
+        table.add_row(domain, *(f"{shares.get(t, 0):.2f}" for t in TEACHERS))
+    console.print(table)
+
+    heldout = heldout_prompts(settings.heldout_per_domain, base_config(out, 0, settings).world.heldout_seed)
+    teachers_own = teacher_accuracy(heldout)
+    table = Table("who", *grammar.DOMAINS, MEAN, title="the student beside each teacher (held-out accuracy)")
+    table.add_row(f"student (loop, B={ladder[-1]})", *accuracy_row(top.accuracy))
+    for name, acc in teachers_own.items():
+        table.add_row(name, *accuracy_row(acc))
+    console.print(table)
+
+    # -- the headline ---------------------------------------------------------------------------
+    naive_curve = [max(r.accuracy[MEAN] for r in results if r.arm.startswith("naive") and r.budget == b
+                       and r.seed == first_seed) for b in ladder]
+    reference = next(r for r in results if r.arm == "loop" and r.budget == ladder[0] and r.seed == first_seed)
+    needed, bound = calls_needed(reference.accuracy[MEAN], ladder, naive_curve)
+    ratio = needed / reference.calls
+    best_teacher = max(acc[MEAN] for acc in teachers_own.values())
+    plot(results, out / "efficiency.png")
+    console.print(f"loop at B={ladder[0]}: mean {reference.accuracy[MEAN]:.3f} with {reference.calls} calls; "
+                  f"naive distillation needs {bound}{needed:.0f} calls for that (best naive arm per budget: "
+                  f"{', '.join(f'{b}:{a:.3f}' for b, a in zip(ladder, naive_curve))})")
+    console.print(f"plot: {out / 'efficiency.png'}")
+    console.print(f"efficiency ratio={ratio:.2f} student={top.accuracy[MEAN]:.3f} best_teacher={best_teacher:.3f}",
+                  highlight=False)

@@ -1,0 +1,43 @@
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from evolvedirector.bench.efficiency import QUICK, Settings, calls_needed, loop_arm, naive_arm
+from evolvedirector.cli import app
+
+TINY = Settings(ladder=(24, 48), steps=2, seeds=(0,), heldout_per_domain=2, ablation_budget=None, judge_accuracies=())
+
+
+def test_calls_needed_interpolates_log_linearly_and_reports_bounds():
+    ladder, curve = [100, 400, 1600], [0.1, 0.3, 0.2]  # the envelope is 0.1, 0.3, 0.3
+    calls, bound = calls_needed(0.2, ladder, curve)
+    assert bound == "" and calls == pytest.approx(math.exp((math.log(100) + math.log(400)) / 2))
+    assert calls_needed(0.05, ladder, curve) == (100.0, "<=")
+    assert calls_needed(0.5, ladder, curve) == (1600.0, ">=")
+
+
+def test_naive_arm_buys_exactly_its_budget(tmp_path):
+    result = naive_arm(24, "quill", 0, TINY, tmp_path)
+    assert result.calls == 24 and result.dollars == pytest.approx(24 * 0.06)
+    assert set(result.accuracy) == {"object", "relation", "count", "text", "mean"}
+
+
+def test_loop_arm_stays_within_budget_and_trains_the_matched_steps(tmp_path):
+    result = loop_arm(48, 0, TINY, tmp_path, rounds=2)
+    assert result.calls <= 48
+    assert set(result.selection) <= {"object", "relation", "count", "text"}
+    for shares in result.selection.values():
+        assert sum(shares.values()) == pytest.approx(1.0)
+
+
+def test_command_prints_the_machine_readable_last_line(tmp_path):
+    result = CliRunner().invoke(app, ["bench", "efficiency", "--quick", "--steps", "2", "--ladder", "24,48",
+                                      "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("efficiency ratio=") and " student=" in last and " best_teacher=" in last
+    best_teacher = float(last.split("best_teacher=")[1])
+    assert 0.6 < best_teacher < 0.8  # quill's table mean is 0.72
+    assert (tmp_path / "results.json").exists() and (tmp_path / "efficiency.png").exists()
+    assert QUICK.ablation_budget is None
