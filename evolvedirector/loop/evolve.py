@@ -163,7 +163,9 @@ class Evolution:
         rng = random.Random(self.config.seed)
         exclude = set(self.heldout)
         prompts: list[str] = []
-        while len(prompts) < self.config.evolve.seed_prompts:
+        # The world has 1272 prompts; a larger seed set than the non-held-out ones cannot exist.
+        wanted = min(self.config.evolve.seed_prompts, len(grammar.all_prompts()) - len(exclude))
+        while len(prompts) < wanted:
             prompt = grammar.random_prompt(rng, exclude=exclude)
             exclude.add(prompt)
             prompts.append(prompt)
