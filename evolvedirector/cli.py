@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 import evolvedirector.bench.efficiency  # noqa: F401  (registers `bench efficiency`)
+import evolvedirector.bench.teachers  # noqa: F401  (registers `bench teachers`)
 from evolvedirector.bench import bench_app
 from evolvedirector.config import ConfigError, RunConfig, demo_config_path, load_config
 
@@ -25,6 +26,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(bench_app, name="bench")
+# `evolvedirector judge-bench`: how well a director judges and proposes (evolvedirector/bench/judge.py).
+from evolvedirector.bench.judge import judge_bench  # noqa: E402
+
+app.command("judge-bench")(judge_bench)
 console = Console(soft_wrap=True)  # long paths and round lines stay on one line in logs
 
 

@@ -11,11 +11,16 @@ Unknown fields are errors: a typo in a config file should stop the run, not be i
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel, ConfigDict, Discriminator, Field, JsonValue, Tag, ValidationError, field_validator, model_validator,
+)
+
+from evolvedirector.director import templates as director_templates
 
 
 class Section(BaseModel):
@@ -29,15 +34,266 @@ class WorldConfig(Section):
     heldout_seed: int = 1234
 
 
-class TeacherConfig(Section):
+class TeacherBase(Section):
+    """The fields every teacher entry has, whatever its backend."""
+
     name: str
+    backend: str  # each backend's entry narrows it to its own name
+    cost_per_image: float = Field(0.0, ge=0, description="dollars the ledger charges per image bought")
+
+
+class TeacherConfig(TeacherBase):
+    """A shapes-world teacher (atlas, quill or tally): the embedded default."""
+
     backend: Literal["shapes"] = "shapes"
     cost_per_image: float | None = Field(None, ge=0, description="dollars per image; None: the backend's price")
 
 
+class DiffusersTeacherConfig(TeacherBase):
+    """A local diffusers pipeline, one copy per listed device; calls are spread over the copies."""
+
+    backend: Literal["diffusers"]
+    model: str = Field(description="any DiffusionPipeline: a local folder or a hub id")
+    devices: list[str] = Field(["cpu"], min_length=1, description="one pipeline per entry: cpu, cuda, cuda:N, mps")
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    steps: int = Field(20, ge=1, description="inference steps per image")
+    guidance: float | None = Field(None, ge=0, description="guidance scale (None: the pipeline's default)")
+    sizes: dict[int, str] = Field({}, description="requested side -> WIDTHxHEIGHT the pipeline draws at")
+    default_size: str | None = Field(None, description="WIDTHxHEIGHT for sides not in `sizes` (None: the side)")
+    call_kwargs: dict[str, JsonValue] = Field({}, description="extra pipeline arguments, e.g. clean_caption: false")
+
+    @field_validator("devices")
+    @classmethod
+    def _known_devices(cls, devices: list[str]) -> list[str]:
+        for device in devices:
+            if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", device):
+                raise ValueError(f"device {device!r} is not cpu, mps, cuda or cuda:N")
+        return devices
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes_are_w_by_h(cls, sizes: dict[int, str]) -> dict[int, str]:
+        return {side: _w_by_h(text) for side, text in sizes.items()}
+
+    @field_validator("default_size")
+    @classmethod
+    def _default_is_w_by_h(cls, text: str | None) -> str | None:
+        return None if text is None else _w_by_h(text)
+
+
+class RetryConfig(Section):
+    max_attempts: int = Field(5, ge=1, description="attempts per call for retryable faults (429, 5xx, ...)")
+    backoff_s: float = Field(0.5, ge=0, description="wait before the second attempt; doubles each time")
+    max_backoff_s: float = Field(30.0, ge=0, description="longest wait, a server's Retry-After included")
+
+
+class RemoteTeacherBase(TeacherBase):
+    """The fields of every teacher reached over HTTP."""
+
+    cost_per_image: float = Field(ge=0, description="dollars the provider bills per image")
+    base_url: str
+    api_key_env: str | None = Field(
+        None, description="NAME of the environment variable that holds the API key (never the key itself)"
+    )
+    concurrency: int = Field(4, ge=1, description="calls in flight at once")
+    rate_limit_rpm: float | None = Field(None, gt=0, description="requests started per minute (None: no limit)")
+    timeout_s: float = Field(120.0, gt=0, description="per HTTP request")
+    retry: RetryConfig = RetryConfig()
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", url):
+            raise ValueError("base_url must start with http:// or https://")
+        return url.rstrip("/")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _a_variable_name(cls, name: str | None) -> str | None:
+        # Refused without echoing the value: a key pasted here by mistake must not reach a log.
+        if name is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ValueError("must be the NAME of an environment variable (e.g. OPENAI_API_KEY), not the key")
+        return name
+
+
+class OpenAITeacherConfig(RemoteTeacherBase):
+    """The OpenAI images API (gpt-image-1, dall-e-3), or any server that speaks it."""
+
+    backend: Literal["openai"]
+    model: str = "gpt-image-1"
+    base_url: str = "https://api.openai.com/v1"
+    api_key_env: str | None = Field("OPENAI_API_KEY", description="NAME of the variable holding the key; None: no auth")
+    sizes: dict[int, str] = Field({}, description="requested side -> the API's size, e.g. 512: 1024x1024")
+    default_size: str = Field("1024x1024", description="the API's size for sides not in `sizes`")
+    response_format: Literal["b64_json", "url"] | None = Field(
+        None, description="dall-e-3 only (gpt-image-1 always answers base64); None: the API's default"
+    )
+    quality: str | None = None
+    extra: dict[str, JsonValue] = Field({}, description="more request fields, e.g. style, moderation, background")
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes_are_w_by_h(cls, sizes: dict[int, str]) -> dict[int, str]:
+        return {side: _w_by_h(text) for side, text in sizes.items()}
+
+    @field_validator("default_size")
+    @classmethod
+    def _default_is_w_by_h(cls, text: str) -> str:
+        return _w_by_h(text)
+
+
+class QueueTeacherConfig(RemoteTeacherBase):
+    """A queue-style API: submit -> request id -> poll its status -> fetch the result -> download.
+
+    Field paths are dotted (`input.prompt`, `images.0.url`); the defaults follow the fal queue.
+    """
+
+    backend: Literal["queue"]
+    auth_header: str = "Authorization"
+    auth_prefix: str = Field("Bearer ", description="put before the key in auth_header, e.g. 'Key '")
+    submit_path: str = Field("", description="POSTed to base_url + submit_path")
+    body: dict[str, JsonValue] = Field({}, description="fixed fields of every submit body (model version, steps)")
+    prompt_field: str = "prompt"
+    seed_field: str | None = "seed"
+    size_field: str | None = "image_size"
+    sizes: dict[int, JsonValue] = Field({}, description="requested side -> the value sent in size_field")
+    default_size: JsonValue = Field(None, description="size_field value for other sides (None: not sent)")
+    request_id_field: str = Field("request_id", description="where the submit response holds the request id")
+    status_path: str = "/requests/{request_id}/status"
+    status_field: str = "status"
+    done_statuses: list[str] = ["COMPLETED", "succeeded"]
+    failed_statuses: list[str] = ["FAILED", "ERROR", "failed", "canceled"]
+    result_path: str | None = Field(
+        "/requests/{request_id}", description="GET for the finished job (None: the status response holds it)"
+    )
+    image_field: str = Field("images.0.url", description="the image in the result: a URL, data: URI or base64")
+    error_field: str = "error"
+    idempotency_header: str | None = Field(
+        None, description="header that carries the ledger's key, if the API deduplicates submits by it"
+    )
+    poll_interval_s: float = Field(1.0, gt=0)
+    job_timeout_s: float = Field(600.0, gt=0, description="stop polling after this; the call stays pending")
+
+    @field_validator("status_path", "result_path")
+    @classmethod
+    def _names_the_request(cls, path: str | None) -> str | None:
+        if path is not None and "{request_id}" not in path:
+            raise ValueError("must contain {request_id}")
+        return path
+
+
+def _w_by_h(text: str) -> str:
+    if not re.fullmatch(r"\d+x\d+", text.strip()):
+        raise ValueError(f"size {text!r} is not WIDTHxHEIGHT, e.g. 1024x1024")
+    return text.strip()
+
+
+def _teacher_backend(entry) -> str:
+    """Which model validates a teacher entry: its `backend`, shapes when left out."""
+    if isinstance(entry, dict):
+        return entry.get("backend", "shapes")
+    return getattr(entry, "backend", "shapes")
+
+
+AnyTeacherConfig = Annotated[
+    Union[
+        Annotated[TeacherConfig, Tag("shapes")],
+        Annotated[DiffusersTeacherConfig, Tag("diffusers")],
+        Annotated[OpenAITeacherConfig, Tag("openai")],
+        Annotated[QueueTeacherConfig, Tag("queue")],
+    ],
+    Discriminator(_teacher_backend),
+]
+
+
+class DirectorTemplates(Section):
+    """What a vision-language director is asked; placeholders {prompt}, {n}, {length}."""
+
+    compare: str = Field(director_templates.COMPARE, description="pairwise: which of (A), (B) fits {prompt}")
+    pointwise: str = Field(director_templates.POINTWISE, description="pointwise: a yes/no question about {prompt}")
+    expand: str = Field(director_templates.EXPAND, description="expansion: {n} prompts like {prompt}, as a JSON list")
+    mutate: str = Field(director_templates.MUTATE, description="mutation: one prompt unlike {prompt}, as {length}")
+    length_hints: list[str] = Field(
+        default_factory=lambda: list(director_templates.LENGTH_HINTS), min_length=1,
+        description="mutation picks one at random for {length} (the paper's four lengths)",
+    )
+
+    @model_validator(mode="after")
+    def _placeholders(self):
+        for name in director_templates.REQUIRED:
+            missing = director_templates.missing_placeholders(name, getattr(self, name))
+            if missing:
+                raise ValueError(f"template {name!r} must contain " + ", ".join("{" + m + "}" for m in missing))
+        return self
+
+
 class DirectorConfig(Section):
-    backend: Literal["shapes"] = "shapes"
+    """The director: the shapes-world judge, an OpenAI-compatible chat server (vLLM, SGLang,
+    Ollama, hosted models), or a local transformers vision-language model."""
+
+    backend: Literal["shapes", "openai", "local"] = "shapes"
     judge_accuracy: float = Field(0.9, ge=0, le=1, description="shapes judge: chance a verdict is not flipped")
+    # How a VLM judges (openai and local).
+    mode: Literal["pairwise", "pointwise"] = Field(
+        "pairwise", description="pairwise: both images on one canvas, (A) vs (B); pointwise: P(yes) per image"
+    )
+    both_orders: bool = Field(False, description="pairwise: ask with both orders; disagreement is a coin flip")
+    shuffle: bool = Field(True, description="pairwise: put the two images on the canvas in random order")
+    panel_size: int = Field(256, ge=32, le=2048, description="pixels per image on the canvas (and pointwise)")
+    templates: DirectorTemplates = DirectorTemplates()
+    retries: int = Field(5, ge=0, le=20, description="retries of a failed request or an unusable reply")
+    temperature: float = Field(0.0, ge=0, le=2, description="sampling temperature of the first try")
+    retry_temperature: float = Field(0.7, ge=0, le=2, description="temperature of retries after an unusable reply")
+    max_tokens: int = Field(512, ge=16, description="reply tokens for expansion and mutation")
+    judge_max_tokens: int = Field(32, ge=1, description="reply tokens for a pairwise verdict")
+    model: str | None = Field(None, description="openai: the served model name; local: a model folder or hub id")
+    # An OpenAI-compatible server.
+    base_url: str | None = Field(None, description="openai: the server's base URL, e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str | None = Field(
+        None, description="openai: NAME of the environment variable holding the API key (the key is never saved)"
+    )
+    structured_output: Literal["none", "structured_outputs", "guided_choice", "response_format"] = Field(
+        "none", description="openai: constrain replies with vLLM's structured_outputs, the older guided_choice/"
+        "guided_json, or response_format json_schema; none: free text read by a tolerant parser",
+    )
+    top_logprobs: int = Field(20, ge=2, le=20, description="openai pointwise: alternatives asked for the first token")
+    concurrency: int = Field(8, ge=1, le=1024, description="openai: requests in flight at once")
+    timeout_s: float = Field(120.0, gt=0, description="openai: seconds before a request is abandoned and retried")
+    backoff_s: float = Field(1.0, ge=0, description="openai: wait before the first retry; doubles each retry")
+    max_backoff_s: float = Field(30.0, ge=0, description="openai: longest wait between retries")
+    extra_body: dict = Field(
+        default_factory=dict, description="openai: extra request fields (saved with the run: never put secrets here)"
+    )
+    # A local transformers model.
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="local: where the model runs")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="local: weights' dtype; auto is bfloat16 on a GPU, float32 on a CPU"
+    )
+    batch_size: int = Field(8, ge=1, description="local: requests run together in one forward pass")
+
+    @model_validator(mode="after")
+    def _backend_fields(self):
+        if self.backend == "openai":
+            if not self.base_url:
+                raise ValueError("backend 'openai' needs base_url, e.g. http://127.0.0.1:8000/v1")
+            if not self.model:
+                raise ValueError("backend 'openai' needs model, the name the server serves")
+        elif self.base_url is not None or self.api_key_env is not None:
+            raise ValueError("base_url and api_key_env are only used by backend 'openai'")
+        if self.backend == "local" and not self.model:
+            raise ValueError("backend 'local' needs model, a model folder or hub id")
+        if self.base_url is not None:
+            # The URL is saved with the run, so it must not carry credentials (they are not echoed).
+            scheme, _, rest = self.base_url.partition("://")
+            if scheme not in ("http", "https") or not rest:
+                raise ValueError("base_url must start with http:// or https://")
+            if "@" in rest.split("/", 1)[0]:
+                raise ValueError("base_url must not hold credentials; name their variable in api_key_env")
+        if self.api_key_env is not None and not re.fullmatch(r"[A-Z_][A-Z0-9_]{0,127}", self.api_key_env):
+            # Upper case only, which no real key is; never echo the value: it may be the key itself.
+            raise ValueError("api_key_env is the NAME of an environment variable in capitals (like "
+                             "OPENAI_API_KEY), not the key")
+        return self
 
 
 class StudentConfig(Section):
@@ -108,7 +364,7 @@ class RunConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default)")
     world: WorldConfig = WorldConfig()
-    teachers: list[TeacherConfig] = Field(
+    teachers: list[AnyTeacherConfig] = Field(
         default_factory=lambda: [TeacherConfig(name=n) for n in ("atlas", "quill", "tally")], min_length=1
     )
     director: DirectorConfig = DirectorConfig()

@@ -57,3 +57,16 @@ def test_reseeding_repeats_the_same_choices():
     first = asyncio.run(director.expand("two red circles", 3))
     director.reseed(11)
     assert asyncio.run(director.expand("two red circles", 3)) == first
+
+
+def test_the_loop_accepts_only_grammar_prompts_not_yet_taken_forgiving_case_and_a_period():
+    from evolvedirector.loop.evolve import Evolution
+
+    taken = {"a red circle on the left"}
+    assert Evolution._accept("  A blue square on the right. ", taken) == "a blue square on the right"
+    assert Evolution._accept("the letter a in red", taken) == "the letter A in red"
+    assert Evolution._accept("a blue square on the right", taken) is None  # taken just now
+    assert Evolution._accept("a red circle on the left", taken) is None
+    assert Evolution._accept("__import__('os').system('echo hi')", taken) is None
+    assert Evolution._accept("a red circle on the left " * 100, taken) is None
+    assert Evolution._accept(None, taken) is None

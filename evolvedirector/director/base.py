@@ -39,6 +39,9 @@ class Director(ABC):
         """Restart the director's randomness; the loop calls it each round so that a resumed run
         makes the same choices as an uninterrupted one. Backends without randomness ignore it."""
 
+    async def aclose(self) -> None:
+        """Release what the director holds (connections, say) once a run is done with it."""
+
 
 @dataclass(frozen=True)
 class Discrimination:

@@ -45,6 +45,7 @@ from evolvedirector.world import grammar
 from evolvedirector.world.heldout import heldout_prompts
 
 TEACHER_SEED = 0  # one teacher image per (teacher, prompt): a prompt seen again is never re-bought
+CANONICAL_PROMPTS = {p.lower(): p for p in grammar.all_prompts()}  # no two prompts differ only in case
 
 
 @dataclass
@@ -121,6 +122,7 @@ class Evolution:
             self._print_round(summary)
             write_report(self.store, self.run_dir)
             round += 1
+        await self.director.aclose()
         self.console.print(f"[bold]stopped[/bold]: {reason}. Run folder: {self.run_dir}", soft_wrap=True)
         return summaries
 
@@ -204,32 +206,41 @@ class Evolution:
         taken = {s.prompt for s in active} | set(self.heldout)
         with progress_bar(self.console) as progress:
             task = progress.add_task(f"round {round}: director", total=len(judged), info="")
-            for sample, render, teacher_image in zip(judged, renders, teacher_images):
+
+            async def judge(sample: Sample, render: np.ndarray, teacher_image: np.ndarray) -> Discrimination:
                 if evolve.discrimination == "director":
                     outcome = await discriminate(self.director, sample.prompt, render, teacher_image, rng)
                 else:  # ablation: the same operations, driven by a coin instead of the director
                     won = rng.random() < evolve.random_student_win_rate
                     outcome = Discrimination("student" if won else "teacher", student_shown_first=True)
+                progress.update(task, advance=1)
+                return outcome
+
+            # Every verdict in flight at once, so a served director can batch them.
+            outcomes = await asyncio.gather(*(judge(*item) for item in zip(judged, renders, teacher_images)))
+            wins = sum(o.winner == "teacher" for o in outcomes)
+            task = progress.add_task(f"round {round}: expand / mutate", total=len(judged),
+                                     info=f"teacher wins {wins}")
+            for sample, render, outcome in zip(judged, renders, outcomes):
                 if outcome.winner == "student":
                     action = "delete" if evolve.deletion else "keep"
                     if evolve.deletion:
                         deleted.append(sample.id)
                     if rng.random() < evolve.mutation_ratio:
-                        prompt = await self.director.mutate(sample.prompt)
-                        if self._accept(prompt, taken):
+                        if prompt := self._accept(await self.director.mutate(sample.prompt), taken):
                             proposals.append(Proposal(prompt, "mutate", list(self.teachers), sample.id))
                 else:
                     action = "expand" if evolve.expansion else "keep"
                     teachers = [sample.teacher] if evolve.expand_with == "same" else list(self.teachers)
                     if evolve.expansion:
-                        for prompt in await self.director.expand(sample.prompt, evolve.extend_num):
-                            if self._accept(prompt, taken):
+                        for proposed in await self.director.expand(sample.prompt, evolve.extend_num):
+                            if prompt := self._accept(proposed, taken):
                                 proposals.append(Proposal(prompt, "expand", teachers, sample.id))
                 verdicts.append(VerdictRecord(
                     sample_id=sample.id, student_image=self.images.put(render), teacher_image=sample.image_hash,
                     student_shown_first=outcome.student_shown_first, winner=outcome.winner, action=action,
                 ))
-                progress.update(task, advance=1, info=f"teacher wins {sum(v.winner == 'teacher' for v in verdicts)}")
+                progress.update(task, advance=1)
 
         # 4. Buy teacher images for the new prompts; pick the best where several teachers drew one.
         new_samples = await self._acquire(proposals, round=round, rng=rng)
@@ -248,16 +259,16 @@ class Evolution:
     # -- the pieces ---------------------------------------------------------------------------
 
     @staticmethod
-    def _accept(prompt: str, taken: set[str]) -> bool:
-        """A director's prompt is data: keep it only if it is a valid, new prompt of the world."""
-        try:
-            grammar.parse(prompt)
-        except ValueError:
-            return False
-        if prompt in taken:
-            return False
+    def _accept(proposed: str, taken: set[str]) -> str | None:
+        """A director's prompt is data: keep it only if it is a valid prompt of the world, not yet
+        in the set. Case, outer spaces and a final period are forgiven ("A red circle on the left.")."""
+        if not isinstance(proposed, str) or len(proposed) > 200:
+            return None
+        prompt = CANONICAL_PROMPTS.get(" ".join(proposed.strip().rstrip(".").split()).lower())
+        if prompt is None or prompt in taken:
+            return None
         taken.add(prompt)
-        return True
+        return prompt
 
     async def _acquire(self, proposals: list[Proposal], round: int, rng: random.Random) -> list[NewSample]:
         if not proposals:

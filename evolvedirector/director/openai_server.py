@@ -1,0 +1,254 @@
+"""A director served over the OpenAI chat-completions protocol: vLLM, SGLang, Ollama, hosted models.
+
+Images travel inline as PNG data URLs. Pointwise judging asks for one reply token with its top
+log-probabilities and reads P("Yes") from them. Where the server can constrain its output
+(`structured_output`), verdicts are forced to "A"/"B" and prompt lists to JSON; otherwise the
+tolerant parser reads free text.
+
+Failures: a dropped connection, a timeout, or a 408/429/5xx answer is retried with exponential
+backoff (honouring Retry-After), up to `retries` times; any other refusal (a 400 for a bad
+parameter, a 401 for a bad key) is a configuration error and stops at once. A well-formed answer
+that holds no usable reply is the caller's to retry (see VLMDirector).
+
+The API key is read from the environment variable that `api_key_env` names, kept in one private
+attribute, sent only in the Authorization header, and blanked out of every error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+from collections.abc import Collection
+
+import httpx
+from PIL import Image
+
+from evolvedirector.director.canvas import png_data_url
+from evolvedirector.director.parsing import parse_choice, parse_yes_no, yes_probability
+from evolvedirector.director.vlm import CHOICES, DirectorError, VLMDirector
+
+RETRIABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024  # a larger answer is read no further and counts as unusable
+MAX_LOGPROB_CANDIDATES = 64
+
+
+class OpenAIDirector(VLMDirector):
+    name = "openai"
+
+    def __init__(self, config, seed: int = 0, exclude: Collection[str] = ()):
+        super().__init__(config, seed=seed, exclude=exclude)
+        self._key = _read_key(config.api_key_env)
+        self.url = config.base_url.rstrip("/") + "/chat/completions"
+        # The client and the semaphore belong to one event loop; they are made in the first one
+        # that uses them, and again if a later asyncio.run brings another.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._jitter = random.Random(seed)  # apart from self.rng: retries must not shift verdicts
+
+    def __repr__(self) -> str:
+        return f"OpenAIDirector(model={self.config.model!r}, url={self.url!r})"
+
+    # ---- the three primitives -------------------------------------------------------------------
+
+    async def _ask_choice(self, text: str, canvas: Image.Image, attempt: int) -> str | None:
+        body = self._body(text, canvas, self.config.judge_max_tokens, attempt)
+        body.update(structured_fields(self.config.structured_output, choice=CHOICES))
+        return parse_choice(message_content(await self._chat(body)))
+
+    async def _ask_yes(self, text: str, image: Image.Image, attempt: int) -> float | None:
+        # One token is the whole answer; its alternatives carry P("Yes").
+        body = self._body(text, image, 1, attempt)
+        body.update({"logprobs": True, "top_logprobs": self.config.top_logprobs})
+        response = await self._chat(body)
+        probability = yes_probability(first_token_candidates(response))
+        if probability is not None:
+            return probability
+        # A server without log-probabilities still answers Yes or No: a score of 1 or 0.
+        answer = parse_yes_no(message_content(response))
+        if answer is not None:
+            self.stats["no_logprobs"] += 1
+        return answer
+
+    async def _ask_text(self, text: str, schema: dict, attempt: int) -> str:
+        body = self._body(text, None, self.config.max_tokens, attempt)
+        body.update(structured_fields(self.config.structured_output, schema=schema))
+        return message_content(await self._chat(body))
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+        self._client = self._loop = self._slots = None
+
+    # ---- requests -------------------------------------------------------------------------------
+
+    def _body(self, text: str, image: Image.Image | None, max_tokens: int, attempt: int) -> dict:
+        if image is None:
+            content: str | list = text
+        else:
+            content = [{"type": "image_url", "image_url": {"url": png_data_url(image)}}, {"type": "text", "text": text}]
+        return {
+            **self.config.extra_body,
+            "model": self.config.model,
+            "messages": [{"role": "user", "content": content}],
+            "max_tokens": max_tokens,
+            "temperature": self.temperature(attempt),
+        }
+
+    def _connection(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
+            limit = self.config.concurrency
+            self._client = httpx.AsyncClient(
+                headers=headers, timeout=httpx.Timeout(self.config.timeout_s),
+                limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+            )
+            self._slots = asyncio.Semaphore(limit)
+            self._loop = loop
+        return self._client, self._slots
+
+    async def _chat(self, body: dict) -> dict:
+        """The server's answer as a JSON object ({} when it is not one), after retries."""
+        client, slots = self._connection()
+        failure, wait = "", self.config.backoff_s
+        for attempt in range(1 + self.config.retries):
+            if attempt:
+                self.stats["retries"] += 1
+                # Full jitter: many requests failing together do not all come back together.
+                await asyncio.sleep(min(wait, self.config.max_backoff_s) * (0.5 + self._jitter.random() / 2))
+                wait *= 2
+            async with slots:  # held for the request only, not while waiting to retry
+                self.stats["requests"] += 1
+                try:
+                    status, payload, retry_after = await self._post(client, body)
+                except httpx.TimeoutException:
+                    failure = f"no answer within {self.config.timeout_s:g} s"
+                    continue
+                except httpx.TransportError as error:
+                    failure = f"connection failed ({type(error).__name__})"
+                    continue
+            if status == 200:
+                return _json_object(payload)
+            failure = f"HTTP {status}: {_snippet(payload)}"
+            if status not in RETRIABLE_STATUS:
+                raise DirectorError(self._redact(f"the director server at {self.url} refused a request: {failure}"))
+            if retry_after is not None:
+                wait = max(wait, retry_after)
+        raise DirectorError(self._redact(
+            f"the director server at {self.url} failed {1 + self.config.retries} times in a row; last: {failure}"
+        ))
+
+    async def _post(self, client: httpx.AsyncClient, body: dict) -> tuple[int, bytes | None, float | None]:
+        """(status, body or None when it was too large, Retry-After seconds)."""
+        async with client.stream("POST", self.url, json=body) as response:
+            received = bytearray()
+            async for chunk in response.aiter_bytes():
+                received += chunk
+                if len(received) > MAX_RESPONSE_BYTES:
+                    return response.status_code, None, None
+            return response.status_code, bytes(received), _retry_after(response.headers.get("retry-after"))
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._key, "[api key]") if self._key else text
+
+
+def _read_key(name: str | None) -> str | None:
+    if name is None:
+        return None  # a local server without authentication
+    key = os.environ.get(name, "")
+    if not key:
+        raise DirectorError(f"director.api_key_env: the environment variable {name} is not set or is empty")
+    return key
+
+
+# ---- structured output ---------------------------------------------------------------------------
+
+
+def structured_fields(kind: str, *, choice: tuple[str, ...] | None = None, schema: dict | None = None) -> dict:
+    """Request fields that constrain the reply to one of `choice`, or to JSON matching `schema`."""
+    if kind == "none":
+        return {}
+    if kind == "structured_outputs":  # vLLM >= 0.10
+        return {"structured_outputs": {"choice": list(choice)} if choice else {"json": schema}}
+    if kind == "guided_choice":  # older vLLM and compatible servers
+        return {"guided_choice": list(choice)} if choice else {"guided_json": schema}
+    if kind == "response_format":  # OpenAI's json_schema; strict mode wants an object at the top
+        if choice:
+            name, properties = "verdict", {"answer": {"type": "string", "enum": list(choice)}}
+        else:
+            name, properties = "prompts", {"prompts": {"type": "array", "items": {"type": "string"}}}
+        return {"response_format": {"type": "json_schema", "json_schema": {
+            "name": name, "strict": True, "schema": {
+                "type": "object", "properties": properties, "required": list(properties),
+                "additionalProperties": False,
+            },
+        }}}
+    raise ValueError(f"unknown structured_output {kind!r}")
+
+
+# ---- reading an answer ---------------------------------------------------------------------------
+
+
+def message_content(response: dict) -> str:
+    """The first choice's message text, or "" when the answer has none."""
+    choice = _first_choice(response)
+    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    content = message.get("content")
+    if isinstance(content, list):  # some servers answer in parts
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return content if isinstance(content, str) else ""
+
+
+def first_token_candidates(response: dict) -> list[tuple[object, object]]:
+    """(token, logprob) of the first reply token and its listed alternatives; [] if none came."""
+    logprobs = _first_choice(response).get("logprobs")
+    if not isinstance(logprobs, dict):
+        return []
+    content = logprobs.get("content")
+    if isinstance(content, list) and content and isinstance(content[0], dict):
+        first = content[0]
+        pairs = [(first.get("token"), first.get("logprob"))]
+        alternatives = first.get("top_logprobs")
+        if isinstance(alternatives, list):
+            pairs += [(a.get("token"), a.get("logprob")) for a in alternatives if isinstance(a, dict)]
+        return pairs[:MAX_LOGPROB_CANDIDATES]
+    top = logprobs.get("top_logprobs")  # the legacy completions shape: [{token: logprob}, ...]
+    if isinstance(top, list) and top and isinstance(top[0], dict):
+        return list(top[0].items())[:MAX_LOGPROB_CANDIDATES]
+    return []
+
+
+def _first_choice(response: dict) -> dict:
+    choices = response.get("choices") if isinstance(response, dict) else None
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        return choices[0]
+    return {}
+
+
+def _json_object(payload: bytes | None) -> dict:
+    if payload is None:
+        return {}
+    try:
+        value = json.loads(payload)
+    except (ValueError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _snippet(payload: bytes | None, limit: int = 300) -> str:
+    if payload is None:
+        return "(answer too large)"
+    text = payload[: limit * 4].decode("utf-8", errors="replace")
+    text = " ".join(text.split())
+    return text[:limit] + ("..." if len(text) > limit else "")
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: fall back to the exponential backoff
+    return seconds if seconds is not None and 0 <= seconds < 3600 else None

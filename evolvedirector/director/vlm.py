@@ -1,0 +1,176 @@
+"""The director's three questions answered by a vision-language model, whatever serves it.
+
+A backend (an OpenAI-compatible server, or a local transformers model) supplies three one-shot
+primitives: pick (A) or (B) on a side-by-side canvas, give P("Yes") that an image shows a prompt,
+and write free text. This class turns them into `compare`, `expand` and `mutate`:
+
+- pairwise: the two images on one canvas, in random order (or in both orders, which cancels a
+  preference for one side: when the two orders disagree the verdict is a coin flip);
+- pointwise: P("Yes") for each image, the higher wins (VQAScore);
+- expansion and mutation: the templates' questions, answered with JSON lists.
+
+A reply that cannot be read is retried (up to `retries` more times, sampling on retries so the
+model can answer differently), then the item is skipped: a verdict falls to a coin flip, an
+expansion adds nothing, a mutation proposes nothing. Every such event is counted in `stats`,
+and nothing a model says can stop the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from abc import abstractmethod
+from collections import Counter
+from collections.abc import Awaitable, Callable, Collection
+from typing import TypeVar
+
+import numpy as np
+from PIL import Image
+
+from evolvedirector.director.base import Director, Verdict
+from evolvedirector.director.canvas import fit, side_by_side
+from evolvedirector.director.parsing import parse_prompt_list, parse_single_prompt
+from evolvedirector.director.templates import fill
+
+T = TypeVar("T")
+
+
+class DirectorError(RuntimeError):
+    """The director cannot work at all (a server that stays down, a refused request, a missing
+    key or model): the run stops with this message, and resumes once it is fixed."""
+
+
+CHOICES = ("A", "B")
+
+
+def list_schema(n: int) -> dict:
+    """JSON schema of a reply that is a list of at most n prompts."""
+    return {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": max(1, n)}
+
+
+class VLMDirector(Director):
+    """compare / expand / mutate on top of a backend's `_ask_choice`, `_ask_yes`, `_ask_text`."""
+
+    def __init__(self, config, seed: int = 0, exclude: Collection[str] = ()):
+        self.config = config
+        self.templates = config.templates
+        self.rng = random.Random(seed)
+        # Prompts the director must never propose (the held-out evaluation prompts).
+        self.exclude = frozenset(exclude)
+        # requests, retries, parse_failures, skipped, inconsistent, ties: read by judge-bench.
+        self.stats: Counter[str] = Counter()
+
+    def reseed(self, seed: int) -> None:
+        self.rng.seed(seed)
+
+    # ---- what a backend provides: one attempt each; `attempt` counts from 0 ---------------------
+
+    @abstractmethod
+    async def _ask_choice(self, text: str, canvas: Image.Image, attempt: int) -> str | None:
+        """"A" or "B" for the question about the canvas, or None when the reply is unusable."""
+
+    @abstractmethod
+    async def _ask_yes(self, text: str, image: Image.Image, attempt: int) -> float | None:
+        """P("Yes") for the yes/no question about the image, or None when the reply is unusable."""
+
+    @abstractmethod
+    async def _ask_text(self, text: str, schema: dict, attempt: int) -> str:
+        """The model's free-text reply to a text-only question (`schema`: the JSON it should be)."""
+
+    # ---- judging --------------------------------------------------------------------------------
+
+    async def compare(self, prompt: str, image_a: np.ndarray, image_b: np.ndarray) -> Verdict:
+        if self.config.mode == "pointwise":
+            return await self._compare_pointwise(prompt, image_a, image_b)
+        if self.config.both_orders:
+            return await self._compare_both_orders(prompt, image_a, image_b)
+        # Draw the order before awaiting, so concurrent calls use the rng in call order.
+        swap = self.config.shuffle and self.rng.random() < 0.5
+        tie_break = self.rng.choice(CHOICES)
+        left, right = (image_b, image_a) if swap else (image_a, image_b)
+        label = await self._pairwise(prompt, left, right)
+        if label is None:
+            return Verdict(tie_break, "no usable answer: coin flip")
+        winner = _other(label) if swap else label
+        return Verdict(winner, f"pairwise: ({label}) on the canvas" + (" (images swapped)" if swap else ""))
+
+    async def _compare_both_orders(self, prompt: str, image_a: np.ndarray, image_b: np.ndarray) -> Verdict:
+        tie_break = self.rng.choice(CHOICES)
+        first, second = await asyncio.gather(
+            self._pairwise(prompt, image_a, image_b), self._pairwise(prompt, image_b, image_a)
+        )
+        second = None if second is None else _other(second)  # back to image_a = "A"
+        if first is None and second is None:
+            return Verdict(tie_break, "no usable answer in either order: coin flip")
+        if first is None or second is None:
+            return Verdict(first or second, "both orders asked; one answer usable")
+        if first == second:
+            return Verdict(first, "both orders agree")
+        self.stats["inconsistent"] += 1
+        return Verdict(tie_break, "the two orders disagree (position bias): coin flip")
+
+    async def _pairwise(self, prompt: str, left: np.ndarray, right: np.ndarray) -> str | None:
+        canvas = side_by_side(left, right, self.config.panel_size)
+        text = fill(self.templates.compare, prompt=prompt)
+        return await self._with_retries(lambda attempt: self._ask_choice(text, canvas, attempt))
+
+    async def _compare_pointwise(self, prompt: str, image_a: np.ndarray, image_b: np.ndarray) -> Verdict:
+        tie_break = self.rng.choice(CHOICES)
+        score_a, score_b = await asyncio.gather(self.score(prompt, image_a), self.score(prompt, image_b))
+        if score_a is None or score_b is None:
+            return Verdict(tie_break, "no usable P(yes): coin flip")
+        if score_a == score_b:
+            self.stats["ties"] += 1
+            return Verdict(tie_break, f"P(yes) tie at {score_a:.3g}: coin flip")
+        return Verdict("A" if score_a > score_b else "B", f"P(yes) A {score_a:.3g}, B {score_b:.3g}")
+
+    async def score(self, prompt: str, image: np.ndarray) -> float | None:
+        """P("Yes") that the image shows the prompt, or None when the model gave no usable answer."""
+        picture = fit(image, self.config.panel_size)
+        text = fill(self.templates.pointwise, prompt=prompt)
+        return await self._with_retries(lambda attempt: self._ask_yes(text, picture, attempt))
+
+    # ---- proposing prompts ----------------------------------------------------------------------
+
+    async def expand(self, prompt: str, n: int) -> list[str]:
+        if n <= 0:
+            return []
+        text = fill(self.templates.expand, prompt=prompt, n=n)
+
+        async def attempt(index: int) -> list[str] | None:
+            reply = await self._ask_text(text, list_schema(n), index)
+            prompts = [p for p in parse_prompt_list(reply, n + 1) if p != prompt and p not in self.exclude]
+            return prompts[:n] or None
+
+        return await self._with_retries(attempt) or []
+
+    async def mutate(self, prompt: str) -> str:
+        # One of the templates' length hints at random, as the paper does, so new prompts vary.
+        text = fill(self.templates.mutate, prompt=prompt, length=self.rng.choice(self.templates.length_hints))
+
+        async def attempt(index: int) -> str | None:
+            proposal = parse_single_prompt(await self._ask_text(text, list_schema(1), index))
+            return proposal if proposal and proposal != prompt and proposal not in self.exclude else None
+
+        # An empty string is no prompt: the loop refuses it like any invalid one.
+        return await self._with_retries(attempt) or ""
+
+    # ---- retrying unusable replies --------------------------------------------------------------
+
+    async def _with_retries(self, ask: Callable[[int], Awaitable[T | None]]) -> T | None:
+        for attempt in range(1 + self.config.retries):
+            result = await ask(attempt)
+            if result is not None:
+                return result
+            self.stats["parse_failures"] += 1
+        self.stats["skipped"] += 1
+        return None
+
+    def temperature(self, attempt: int) -> float:
+        """The first try follows the config; retries sample, or a deterministic model would only
+        repeat the reply it could not use."""
+        return self.config.temperature if attempt == 0 else max(self.config.temperature, self.config.retry_temperature)
+
+
+def _other(label: str) -> str:
+    return "B" if label == "A" else "A"
