@@ -10,7 +10,11 @@ Four tables tell the whole story of a run:
   row does; everything a round writes goes in with that row in a single transaction.
 - `teacher_calls`: the ledger. One row per idempotency key, written before the call is made
   (status `pending`) and finished after (`done` or `failed`). It commits on its own, outside any
-  round, because money spent is spent even if the round in progress is lost.
+  round, because money spent is spent even if the round in progress is lost. A queue API's
+  request id is written into the row as soon as the API returns it, before polling, so a resumed
+  run polls that id instead of paying for a new job. `billed` says whether the row counts as
+  spend: pending and done calls do, failed ones only when the provider billed them anyway.
+- `teacher_faults`: how many faults of each kind (429, 5xx, timeout, ...) each teacher met.
 
 The loop is the only writer (WAL mode lets readers such as `evolvedirector status` look at a
 live run without blocking it).
@@ -81,7 +85,15 @@ CREATE TABLE IF NOT EXISTS teacher_calls (
     error TEXT,
     round INTEGER NOT NULL,
     created_at REAL NOT NULL,
-    finished_at REAL
+    finished_at REAL,
+    request_id TEXT,
+    billed INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS teacher_faults (
+    teacher TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (teacher, kind)
 );
 """
 
@@ -273,6 +285,8 @@ class Store:
             )
 
     # -- the teacher-call ledger --------------------------------------------------------------
+    # Its writes are module functions over a connection (`ledger_reserve`, ...): these methods run
+    # each in its own transaction, and the Ledger's writer thread runs many in one (one fsync).
 
     def call(self, key: str) -> dict | None:
         row = self.conn.execute("SELECT * FROM teacher_calls WHERE key = ?", (key,)).fetchone()
@@ -284,45 +298,102 @@ class Store:
 
     def spend(self) -> tuple[int, float]:
         """(calls, dollars) committed so far. Pending calls count: they may have been paid."""
-        row = self.conn.execute(
-            "SELECT COUNT(*) AS n, COALESCE(SUM(cost), 0) AS dollars FROM teacher_calls WHERE status != 'failed'"
-        ).fetchone()
-        return row["n"], row["dollars"]
+        return ledger_spend(self.conn)
 
     def reserve_call(
         self, *, key: str, teacher: str, prompt: str, seed: int, size: int, cost: float, round: int,
         max_calls: int | None, max_dollars: float | None,
     ) -> None:
-        """Record a call as pending before it is made, if the budget allows it.
-
-        The budget check and the insert share one immediate transaction, so two reservations can
-        never both squeeze under the cap. Raises BudgetExceeded, and records nothing, otherwise.
-        """
+        """Record a call as pending before it is made, if the budget allows it (see `ledger_reserve`)."""
         with self._transaction():
-            calls, dollars = self.spend()
-            if max_calls is not None and calls + 1 > max_calls:
-                raise BudgetExceeded(f"teacher-call budget of {max_calls} calls is spent")
-            if max_dollars is not None and dollars + cost > max_dollars + 1e-9:
-                raise BudgetExceeded(f"budget of ${max_dollars:.2f} is spent (${dollars:.2f} used)")
-            self.conn.execute(
-                "INSERT INTO teacher_calls (key, teacher, prompt, seed, size, status, cost, round, created_at)"
-                " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
-                (key, teacher, prompt, seed, size, cost, round, time.time()),
-            )
+            ledger_reserve(self.conn, key=key, teacher=teacher, prompt=prompt, seed=seed, size=size, cost=cost,
+                           round=round, max_calls=max_calls, max_dollars=max_dollars)
 
-    def finish_call(self, key: str, *, image_hash: str | None = None, error: str | None = None) -> None:
-        status = "done" if error is None else "failed"
+    def finish_call(
+        self, key: str, *, image_hash: str | None = None, error: str | None = None, billed: bool = False,
+    ) -> None:
         with self._transaction():
-            self.conn.execute(
-                "UPDATE teacher_calls SET status = ?, image_hash = ?, error = ?, finished_at = ?,"
-                " cost = CASE WHEN ? = 'failed' THEN 0 ELSE cost END WHERE key = ?",
-                (status, image_hash, error, time.time(), status, key),
-            )
+            ledger_finish(self.conn, key, image_hash=image_hash, error=error, billed=billed)
+
+    def set_request_id(self, key: str, request_id: str) -> None:
+        with self._transaction():
+            ledger_set_request_id(self.conn, key, request_id)
+
+    def count_fault(self, teacher: str, kind: str) -> None:
+        with self._transaction():
+            ledger_count_fault(self.conn, teacher, kind)
+
+    def fault_counts(self) -> dict[str, dict[str, int]]:
+        """{teacher: {fault kind: count}}, for `evolvedirector status` and the report."""
+        counts: dict[str, dict[str, int]] = {}
+        for row in self.conn.execute("SELECT teacher, kind, count FROM teacher_faults ORDER BY teacher, kind"):
+            counts.setdefault(row["teacher"], {})[row["kind"]] = row["count"]
+        return counts
 
     def forget_pending_call(self, key: str) -> None:
         """Drop a pending reservation before a retry (for backends that cannot have charged it)."""
         with self._transaction():
             self.conn.execute("DELETE FROM teacher_calls WHERE key = ? AND status = 'pending'", (key,))
+
+
+# -- ledger writes, over any connection, inside a transaction the caller holds -----------------
+
+
+def ledger_spend(conn: sqlite3.Connection) -> tuple[int, float]:
+    """(calls, dollars) that count against the budget: pending, done, and billed failures."""
+    calls, dollars = conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(cost), 0) FROM teacher_calls WHERE billed = 1"
+    ).fetchone()
+    return calls, dollars
+
+
+def ledger_reserve(
+    conn: sqlite3.Connection, *, key: str, teacher: str, prompt: str, seed: int, size: int, cost: float,
+    round: int, max_calls: int | None, max_dollars: float | None,
+) -> None:
+    """Insert a pending call if the budget allows it; raise BudgetExceeded, inserting nothing, if not.
+
+    The caller's transaction is immediate (it holds the write lock), so the budget check and the
+    insert see no other writer in between: two reservations can never both squeeze under the cap.
+    """
+    calls, dollars = ledger_spend(conn)
+    if max_calls is not None and calls + 1 > max_calls:
+        raise BudgetExceeded(f"teacher-call budget of {max_calls} calls is spent")
+    if max_dollars is not None and dollars + cost > max_dollars + 1e-9:
+        raise BudgetExceeded(f"budget of ${max_dollars:.2f} is spent (${dollars:.2f} used)")
+    conn.execute(
+        "INSERT INTO teacher_calls (key, teacher, prompt, seed, size, status, cost, round, created_at)"
+        " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+        (key, teacher, prompt, seed, size, cost, round, time.time()),
+    )
+
+
+def ledger_finish(
+    conn: sqlite3.Connection, key: str, *, image_hash: str | None = None, error: str | None = None,
+    billed: bool = False,
+) -> None:
+    """Record a call's outcome: an image (done, billed) or an error (failed; billed if the provider
+    charged it anyway, otherwise its cost drops to 0 and it leaves the budget)."""
+    status = "done" if error is None else "failed"
+    billed = status == "done" or billed
+    conn.execute(
+        "UPDATE teacher_calls SET status = ?, image_hash = ?, error = ?, finished_at = ?, billed = ?,"
+        " cost = CASE WHEN ? THEN cost ELSE 0 END WHERE key = ?",
+        (status, image_hash, error, time.time(), int(billed), int(billed), key),
+    )
+
+
+def ledger_set_request_id(conn: sqlite3.Connection, key: str, request_id: str) -> None:
+    """Remember a queue API's id for a pending call, before polling it (crash-safe)."""
+    conn.execute("UPDATE teacher_calls SET request_id = ? WHERE key = ? AND status = 'pending'", (request_id, key))
+
+
+def ledger_count_fault(conn: sqlite3.Connection, teacher: str, kind: str) -> None:
+    conn.execute(
+        "INSERT INTO teacher_faults (teacher, kind, count) VALUES (?, ?, 1)"
+        " ON CONFLICT (teacher, kind) DO UPDATE SET count = count + 1",
+        (teacher, kind),
+    )
 
 
 class _Transaction:

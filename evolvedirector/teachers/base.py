@@ -1,14 +1,17 @@
 """What every teacher is: a named image source with a price per image.
 
 A teacher turns `ImageRequest`s into images. It knows nothing of budgets or caching: every call
-goes through the `Ledger`, which decides whether a call is needed and affordable.
+goes through the `Ledger`, which decides whether a call is needed and affordable, and hands the
+teacher a `CallContext` through which it reports what the ledger must remember (a queue API's
+request id, each fault met on the way).
 """
 
 from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
 
 import numpy as np
 
@@ -25,6 +28,29 @@ class ImageResult:
     request: ImageRequest
     image: np.ndarray | None = None
     error: str | None = None
+    # For a failure: did the provider bill it anyway (it accepted the work, the image was lost)?
+    billed: bool = False
+    # For a failure: the provider still holds the job (polling gave up for now); the ledger keeps
+    # the call pending so that a later buy or `settle_pending` collects it instead of paying again.
+    retry_later: bool = False
+
+
+def _ignore(_: str) -> None:
+    pass
+
+
+async def _ignore_async(_: str) -> None:
+    pass
+
+
+@dataclass
+class CallContext:
+    """What the ledger tells a teacher about one call, and how the teacher reports back."""
+
+    key: str  # the idempotency key; APIs that accept one get it, so a retried submit is deduplicated
+    request_id: str | None = None  # a queue API's id for this call, stored before a crash: poll, never resubmit
+    on_submitted: Callable[[str], Awaitable[None]] = field(default=_ignore_async)  # awaited: stored before polling
+    on_fault: Callable[[str], None] = field(default=_ignore)  # count one fault of this kind
 
 
 def idempotency_key(teacher: str, request: ImageRequest) -> str:
@@ -36,7 +62,13 @@ def idempotency_key(teacher: str, request: ImageRequest) -> str:
 class Teacher(ABC):
     name: str
     cost_per_image: float
+    concurrency: int | None = None  # calls in flight at once; None: the ledger's default
 
     @abstractmethod
     async def generate(self, requests: list[ImageRequest]) -> list[ImageResult]:
         """One result per request, in order; a failure is a result with `error` set."""
+
+    async def call(self, request: ImageRequest, context: CallContext) -> ImageResult:
+        """One call on behalf of the ledger. Backends with request ids or faults override this."""
+        [result] = await self.generate([request])
+        return result

@@ -2,18 +2,41 @@
 
 For each request the ledger looks up its idempotency key in the store:
 - `done`: the image was paid for already (this run, or before a crash): reuse it, free.
-- `pending`: a call was reserved but its result never recorded (a crash mid-call): make it
-  again under the same key, without charging the budget a second time.
+- `failed`: the call failed for good (a refusal, a job the API failed, faults past every retry):
+  not made again, so a refused prompt is never paid for or retried forever.
+- `pending`: a call was reserved but its result never recorded (a crash mid-call, or a queued
+  job that polling gave up on): finish it under the same key, without charging the budget a
+  second time; a queue API's job is collected by its stored request id, never submitted again.
 - absent: reserve it (budget checked and the row written in one transaction), then call.
+
+Concurrency: at most `teacher.concurrency` calls of a teacher in flight (the ledger's
+`concurrency` for teachers that set none), and one call per key at a time: a key asked for twice
+at once is bought once, and the second asker reuses the image.
+
+Money: a row counts as spend while pending and once done; a failed call counts only when the
+provider billed it anyway (its result was lost after the API accepted the work). Every fault a
+teacher meets is counted per teacher and kind in the store (`Store.fault_counts`).
+
+Writes go through a `LedgerWriter` (one thread, many writes per commit) and images are written
+in worker threads, so the event loop keeps every call in flight while the disk syncs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 
 from evolvedirector.store import BudgetExceeded, ImageStore, Store
-from evolvedirector.teachers.base import ImageRequest, Teacher, idempotency_key
+from evolvedirector.store.db import ledger_count_fault, ledger_finish, ledger_reserve, ledger_set_request_id
+from evolvedirector.teachers.base import CallContext, ImageRequest, ImageResult, Teacher, idempotency_key
+from evolvedirector.teachers.ledger_writer import LedgerWriter
+
+log = logging.getLogger(__name__)
+
+UNEXPECTED = "unexpected_error"  # fault kind for a teacher that raised instead of returning a result
 
 
 @dataclass
@@ -22,6 +45,7 @@ class Purchase:
     request: ImageRequest
     image_hash: str | None  # None: not bought (budget spent, or the call failed)
     reused: bool = False
+    error: str | None = None  # why there is no image, when the call failed
 
 
 class Ledger:
@@ -33,43 +57,126 @@ class Ledger:
         self.images = images
         self.max_calls = max_calls
         self.max_dollars = max_dollars
+        self.concurrency = concurrency  # per teacher, for teachers that do not set their own
         self.exhausted = False  # set once a call was refused for budget
-        self._slots = asyncio.Semaphore(concurrency)
+        # asyncio primitives belong to one event loop; they are made afresh for each loop.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._keys: dict[str, list] = {}  # key -> [lock, holders and waiters]
+        self._writer: LedgerWriter | None = None  # open while any buy is in flight
+        self._writer_users = 0
 
     async def buy(self, teacher: Teacher, requests: list[ImageRequest], round: int) -> list[Purchase]:
-        return list(await asyncio.gather(*(self._buy_one(teacher, r, round) for r in requests)))
-
-    async def _buy_one(self, teacher: Teacher, request: ImageRequest, round: int) -> Purchase:
-        key = idempotency_key(teacher.name, request)
-        row = self.store.call(key)
-        if row is not None and row["status"] == "done" and row["image_hash"] in self.images:
-            return Purchase(teacher.name, request, row["image_hash"], reused=True)
-        if row is not None and row["status"] == "failed":
-            return Purchase(teacher.name, request, None)
-        if row is None:
-            try:
-                self.store.reserve_call(
-                    key=key, teacher=teacher.name, prompt=request.prompt, seed=request.seed,
-                    size=request.size, cost=teacher.cost_per_image, round=round,
-                    max_calls=self.max_calls, max_dollars=self.max_dollars,
-                )
-            except BudgetExceeded:
-                self.exhausted = True
-                return Purchase(teacher.name, request, None)
-        async with self._slots:
-            [result] = await teacher.generate([request])
-        if result.error is not None or result.image is None:
-            self.store.finish_call(key, error=result.error or "no image returned")
-            return Purchase(teacher.name, request, None)
-        image_hash = self.images.put(result.image)
-        self.store.finish_call(key, image_hash=image_hash)
-        return Purchase(teacher.name, request, image_hash)
+        async with self._writing():
+            return list(await asyncio.gather(*(self._buy_one(teacher, r, round) for r in requests)))
 
     async def settle_pending(self, teachers: dict[str, Teacher]) -> int:
         """Finish the calls a crash left pending, under their own keys (charged once, already)."""
         pending = [row for row in self.store.pending_calls() if row["teacher"] in teachers]
-        await asyncio.gather(*(
-            self._buy_one(teachers[row["teacher"]], ImageRequest(row["prompt"], row["seed"], row["size"]), row["round"])
-            for row in pending
-        ))
+        async with self._writing():
+            await asyncio.gather(*(
+                self._buy_one(teachers[row["teacher"]], ImageRequest(row["prompt"], row["seed"], row["size"]),
+                              row["round"])
+                for row in pending
+            ))
         return len(pending)
+
+    # -- one key --------------------------------------------------------------------------------
+
+    async def _buy_one(self, teacher: Teacher, request: ImageRequest, round: int) -> Purchase:
+        key = idempotency_key(teacher.name, request)
+        async with self._one_at_a_time(key):
+            row = self.store.call(key)
+            if row is not None and row["status"] == "done" and row["image_hash"] in self.images:
+                return Purchase(teacher.name, request, row["image_hash"], reused=True)
+            if row is not None and row["status"] == "failed":
+                return Purchase(teacher.name, request, None, error=row["error"])
+            if row is None:
+                # Reserved (budget checked, row on disk) while waiting for a slot, so that a freed
+                # slot starts its next call at once.
+                try:
+                    await self._writer.run(partial(
+                        ledger_reserve, key=key, teacher=teacher.name, prompt=request.prompt, seed=request.seed,
+                        size=request.size, cost=teacher.cost_per_image, round=round,
+                        max_calls=self.max_calls, max_dollars=self.max_dollars,
+                    ))
+                except BudgetExceeded as error:
+                    self.exhausted = True
+                    return Purchase(teacher.name, request, None, error=str(error))
+            async with self._slot(teacher):
+                result = await self._call(teacher, request, key, row["request_id"] if row else None)
+            return await self._record(teacher, request, key, result)
+
+    async def _call(self, teacher: Teacher, request: ImageRequest, key: str, request_id: str | None) -> ImageResult:
+        writer = self._writer
+
+        async def on_submitted(new_id: str) -> None:
+            await writer.run(partial(ledger_set_request_id, key=key, request_id=new_id))
+
+        def on_fault(kind: str) -> None:
+            # Not awaited: a count need not be on disk before the retry; the FIFO queue commits it
+            # no later than this call's result.
+            writer.submit(partial(ledger_count_fault, teacher=teacher.name, kind=kind))
+
+        context = CallContext(key=key, request_id=request_id, on_submitted=on_submitted, on_fault=on_fault)
+        try:
+            return await teacher.call(request, context)
+        except Exception as error:  # a bug or a surprise in a backend: the loop goes on
+            log.exception("teacher %s raised on a call", teacher.name)
+            context.on_fault(UNEXPECTED)
+            # Whether the provider charged it is unknown: count it, so the budget is never overshot.
+            return ImageResult(request, error=f"{UNEXPECTED}: {type(error).__name__}", billed=True)
+
+    async def _record(self, teacher: Teacher, request: ImageRequest, key: str, result: ImageResult) -> Purchase:
+        if result.error is None and result.image is not None:
+            # The image is on disk (atomically) before the row that names it says `done`.
+            image_hash = await self._writer.put_image(self.images, result.image)
+            await self._writer.run(partial(ledger_finish, key=key, image_hash=image_hash))
+            return Purchase(teacher.name, request, image_hash)
+        error = result.error or "no image returned"
+        if not result.retry_later:  # otherwise the row stays pending: the provider still holds the job
+            await self._writer.run(partial(ledger_finish, key=key, error=error, billed=result.billed))
+        return Purchase(teacher.name, request, None, error=error)
+
+    # -- concurrency ----------------------------------------------------------------------------
+
+    def _bind_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop, self._slots, self._keys = loop, {}, {}
+
+    @asynccontextmanager
+    async def _writing(self):
+        """A writer thread while any buy is in flight, closed (its writes committed) after the last."""
+        self._bind_loop()
+        if self._writer is None:
+            self._writer = LedgerWriter(self.store.path)
+        writer = self._writer
+        self._writer_users += 1
+        try:
+            yield
+        finally:
+            self._writer_users -= 1
+            if self._writer_users == 0 and self._writer is writer:
+                self._writer = None
+                await asyncio.to_thread(writer.close)
+
+    def _slot(self, teacher: Teacher) -> asyncio.Semaphore:
+        self._bind_loop()
+        if teacher.name not in self._slots:
+            self._slots[teacher.name] = asyncio.Semaphore(teacher.concurrency or self.concurrency)
+        return self._slots[teacher.name]
+
+    @asynccontextmanager
+    async def _one_at_a_time(self, key: str):
+        """A lock per idempotency key, dropped once nobody holds or waits for it."""
+        self._bind_loop()
+        entry = self._keys.setdefault(key, [asyncio.Lock(), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._keys[key]
