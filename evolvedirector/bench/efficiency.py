@@ -22,6 +22,7 @@ import json
 import math
 import random
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -236,7 +237,8 @@ def efficiency(
     selection rates and the student beside each teacher; writes OUT/results.json and
     OUT/efficiency.png. The last line is `efficiency ratio=<R> student=<S> best_teacher=<T>`.
     """
-    console = Console(soft_wrap=True)
+    # Wide enough for the tables when the output goes to a file rather than a terminal.
+    console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 140)
     settings = QUICK if quick else DEFAULT
     if steps is not None:
         settings = Settings(**{**asdict(settings), "steps": steps})
