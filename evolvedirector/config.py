@@ -96,7 +96,9 @@ class RemoteTeacherBase(TeacherBase):
         None, description="NAME of the environment variable that holds the API key (never the key itself)"
     )
     concurrency: int = Field(4, ge=1, description="calls in flight at once")
-    rate_limit_rpm: float | None = Field(None, gt=0, description="requests started per minute (None: no limit)")
+    rate_limit_rpm: float | None = Field(
+        None, gt=0, description="images asked for per minute, i.e. generations or submits (None: no limit)"
+    )
     timeout_s: float = Field(120.0, gt=0, description="per HTTP request")
     retry: RetryConfig = RetryConfig()
 

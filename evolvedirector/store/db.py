@@ -1,6 +1,6 @@
 """The dynamic dataset, its history and the teacher-call ledger, in one SQLite file.
 
-Four tables tell the whole story of a run:
+These tables tell the whole story of a run:
 - `samples`: every prompt that ever entered the training set, with its lineage (parent, operation,
   round added, round deleted) and the teacher image it trains on. The set of version r is the
   samples with `round_added <= r` and no deletion at or before r.

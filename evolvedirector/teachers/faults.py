@@ -1,0 +1,109 @@
+"""What can go wrong in a teacher call, named once, so every backend counts the same kinds.
+
+Each fault has a kind (the name counted per teacher in the store's `teacher_faults` table) and
+is either retryable (transient: worth another attempt after a backoff) or final (another attempt
+would get the same answer, or cost money for nothing):
+
+| kind            | cause                                                      | retried |
+|-----------------|------------------------------------------------------------|---------|
+| `rate_limited`  | HTTP 429; its Retry-After is honoured                      | yes     |
+| `server_error`  | HTTP 5xx                                                   | yes     |
+| `timeout`       | no answer within the configured timeout (or HTTP 408)      | yes     |
+| `connection`    | refused, reset or dropped connections                      | yes     |
+| `corrupt_image` | image bytes that do not decode (truncated, garbage)        | yes (*) |
+| `bad_response`  | a success status whose body lacks what the API promises    | yes (*) |
+| `refused`       | a content-policy refusal (request or job)                  | no      |
+| `client_error`  | any other 4xx (bad request, authentication, not found)     | no      |
+| `job_failed`    | a queued job the API reports as failed                     | no      |
+| `pipeline_error`| a local pipeline raised                                    | no      |
+
+(*) A retry never buys a second image: a corrupt download is fetched again (free), but anything
+wrong inside a generation answer the provider already billed (HTTP 200) is final, a billed
+failure. The ledger adds `unexpected_error` for a backend that raised instead of answering.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+
+import httpx
+
+RATE_LIMITED = "rate_limited"
+SERVER_ERROR = "server_error"
+TIMEOUT = "timeout"
+CONNECTION = "connection"
+CORRUPT_IMAGE = "corrupt_image"
+BAD_RESPONSE = "bad_response"
+REFUSED = "refused"
+CLIENT_ERROR = "client_error"
+JOB_FAILED = "job_failed"
+PIPELINE_ERROR = "pipeline_error"
+
+RETRYABLE = frozenset({RATE_LIMITED, SERVER_ERROR, TIMEOUT, CONNECTION, CORRUPT_IMAGE, BAD_RESPONSE})
+
+# Words by which image APIs say "this prompt breaks our content policy" (OpenAI:
+# content_policy_violation, moderation_blocked, "safety system"; queue APIs: NSFW, safety checker).
+REFUSAL_MARKERS = ("content_policy", "content policy", "moderation", "safety", "nsfw")
+
+
+class Fault(Exception):
+    """One failed attempt, with its kind; `retry_after` is the server's own wait, in seconds.
+
+    `retryable` overrides the kind's default where another attempt could buy a second image
+    (a corrupt image inside a generation the provider already billed).
+    """
+
+    def __init__(self, kind: str, message: str, *, retry_after: float | None = None,
+                 retryable: bool | None = None):
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+        self.message = message
+        self.retry_after = retry_after
+        self.retryable = kind in RETRYABLE if retryable is None else retryable
+
+
+def is_refusal(text: str) -> bool:
+    lowered = text.lower()
+    return any(marker in lowered for marker in REFUSAL_MARKERS)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds: either a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def check_response(response: httpx.Response) -> None:
+    """Raise the Fault an HTTP error status means; return quietly on success."""
+    status = response.status_code
+    if status < 400:
+        return
+    # The body is the API's data: only a short, printable snippet goes into the message.
+    snippet = " ".join(response.text[:300].split())
+    retry_after = parse_retry_after(response.headers.get("retry-after"))
+    if status == 429:
+        raise Fault(RATE_LIMITED, f"HTTP 429 {snippet}", retry_after=retry_after)
+    if status == 408:
+        raise Fault(TIMEOUT, f"HTTP 408 {snippet}")
+    if status >= 500:
+        raise Fault(SERVER_ERROR, f"HTTP {status} {snippet}", retry_after=retry_after)
+    if is_refusal(snippet):
+        raise Fault(REFUSED, f"HTTP {status} {snippet}")
+    raise Fault(CLIENT_ERROR, f"HTTP {status} {snippet}")
+
+
+def transport_fault(error: httpx.TransportError) -> Fault:
+    """A fault from an exception httpx raised before any response arrived."""
+    if isinstance(error, httpx.TimeoutException):
+        return Fault(TIMEOUT, f"{type(error).__name__} {error}".strip())
+    return Fault(CONNECTION, f"{type(error).__name__} {error}".strip())

@@ -1,0 +1,177 @@
+"""What every HTTP teacher shares: connections, the API key, rate limit, retries, redaction.
+
+The API key is read from the environment variable the config names, once, and lives only in
+this object: it is sent in a header to the API's own origin (never to the hosts results are
+downloaded from), and scrubbed from every message a fault produces, so it reaches no log, no
+ledger row and no config file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import re
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+import httpx
+import numpy as np
+
+from evolvedirector.teachers.base import CallContext, ImageRequest, ImageResult, Teacher, idempotency_key
+from evolvedirector.teachers.faults import BAD_RESPONSE, Fault, check_response, transport_fault
+from evolvedirector.teachers.image_bytes import decode_base64_image, decode_image
+from evolvedirector.teachers.ratelimit import RateLimiter
+from evolvedirector.teachers.retry import RetryPolicy, with_retries
+
+log = logging.getLogger(__name__)
+
+CONNECTIONS_PER_CLIENT = 16
+
+
+def read_api_key(teacher: str, env_name: str | None) -> str | None:
+    """The key from the environment variable named in the config (None: the API needs none)."""
+    if env_name is None:
+        return None
+    value = os.environ.get(env_name, "").strip()
+    if not value:
+        raise ValueError(f"teacher {teacher!r}: environment variable {env_name} is not set; it must hold the API key")
+    return value
+
+
+class HttpTeacher(Teacher):
+    auth_header = "Authorization"
+    auth_prefix = "Bearer "
+
+    def __init__(self, config):
+        self.name = config.name
+        self.cost_per_image = config.cost_per_image
+        self.concurrency = config.concurrency
+        self.base_url = config.base_url
+        self.timeout = httpx.Timeout(config.timeout_s)
+        self.retry_policy = RetryPolicy(config.retry.max_attempts, config.retry.backoff_s, config.retry.max_backoff_s)
+        self.limiter = RateLimiter(config.rate_limit_rpm)
+        self._api_key = read_api_key(config.name, config.api_key_env)
+        self._origin = httpx.URL(self.base_url).copy_with(path="/", query=None, fragment=None)
+        self._clients: list[httpx.AsyncClient] | None = None  # open while calls are in flight
+        self._users = 0
+        self._turn = 0
+
+    def __repr__(self) -> str:  # never the key
+        return f"{type(self).__name__}(name={self.name!r}, base_url={self.base_url!r})"
+
+    # -- the connection pool --------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[httpx.AsyncClient]:
+        """A client for one call, from a set shared by the calls in flight and closed after the last.
+
+        Overlapping calls reuse connections; nothing outlives the event loop that made it. httpx
+        scans its whole pool at every request, so the connections are split over several small
+        clients (calls take them in turn) rather than held by one large one.
+        """
+        if self._clients is None:
+            shards = max(1, math.ceil((self.concurrency or 1) / CONNECTIONS_PER_CLIENT))
+            # Keep-alive for every call in flight: a new connection per call costs more than the
+            # call's own work. Connections are not capped: the ledger bounds the calls in flight.
+            limits = httpx.Limits(max_connections=None, max_keepalive_connections=2 * CONNECTIONS_PER_CLIENT)
+            self._clients = [
+                httpx.AsyncClient(timeout=self.timeout, limits=limits, follow_redirects=True) for _ in range(shards)
+            ]
+        clients = self._clients
+        client = clients[self._turn % len(clients)]
+        self._turn += 1
+        self._users += 1
+        try:
+            yield client
+        finally:
+            self._users -= 1
+            if self._users == 0 and self._clients is clients:
+                self._clients = None
+                for each in clients:
+                    await each.aclose()
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def redact(self, text: str) -> str:
+        return text.replace(self._api_key, "[REDACTED]") if self._api_key else text
+
+    def _is_ours(self, url: str) -> bool:
+        """Does `url` belong to the API itself (so it may see the key)?"""
+        target = httpx.URL(url)
+        return (target.scheme, target.host, target.port) == (self._origin.scheme, self._origin.host, self._origin.port)
+
+    async def request(self, client: httpx.AsyncClient, method: str, url: str, **kwargs) -> httpx.Response:
+        """One HTTP request; any error becomes a Fault whose message cannot hold the key."""
+        headers = dict(kwargs.pop("headers", None) or {})
+        try:
+            if self._api_key and self._is_ours(url):
+                headers[self.auth_header] = self.auth_prefix + self._api_key
+            response = await client.request(method, url, headers=headers, **kwargs)
+            check_response(response)
+        except httpx.TransportError as error:
+            fault = transport_fault(error)
+            raise Fault(fault.kind, self.redact(fault.message)) from None
+        except (httpx.RequestError, httpx.InvalidURL) as error:  # a bad URL from the API, endless redirects
+            raise Fault(BAD_RESPONSE, type(error).__name__, retryable=False) from None
+        except Fault as fault:
+            if fault.retry_after is not None:
+                self.limiter.pause(fault.retry_after)  # the limit is the teacher's, not this call's
+            raise Fault(fault.kind, self.redact(fault.message), retry_after=fault.retry_after) from None
+        return response
+
+    @staticmethod
+    def json_body(response: httpx.Response) -> dict:
+        try:
+            payload = response.json()
+        except ValueError:
+            raise Fault(BAD_RESPONSE, f"HTTP {response.status_code} body is not JSON") from None
+        if not isinstance(payload, dict):
+            raise Fault(BAD_RESPONSE, f"expected a JSON object, got {type(payload).__name__}")
+        return payload
+
+    async def fetch_image(self, client: httpx.AsyncClient, ref: str) -> np.ndarray:
+        """An image given as an http(s) URL (absolute or relative to the API), a data: URI, or base64."""
+        if ref.startswith("data:"):
+            header, _, data = ref.partition(",")
+            if ";base64" not in header:
+                raise Fault(BAD_RESPONSE, "data: URI is not base64")
+            return await asyncio.to_thread(decode_base64_image, data)
+        if ref.startswith("/") or re.match(r"^https?://", ref):
+            url = str(self._origin).rstrip("/") + ref if ref.startswith("/") else ref  # "/x": on the API's host
+            response = await self.request(client, "GET", url)
+            # Decoding a large image takes milliseconds: off the event loop, which serves every call.
+            return await asyncio.to_thread(decode_image, response.content)
+        if "://" in ref:  # file://, ftp://: an API has no business pointing there
+            raise Fault(BAD_RESPONSE, f"image reference has an unsupported scheme: {ref.split('://')[0]!r}")
+        return await asyncio.to_thread(decode_base64_image, ref)
+
+    # -- calls ----------------------------------------------------------------------------------
+
+    def reporter(self, context: CallContext):
+        """The retry loop's fault callback: count the kind in the ledger, note it in the log."""
+        def report(fault: Fault) -> None:
+            context.on_fault(fault.kind)
+            log.info("teacher %s: %s", self.name, self.redact(str(fault)))
+        return report
+
+    def failed(self, request: ImageRequest, fault: Fault, *, billed: bool = False,
+               retry_later: bool = False) -> ImageResult:
+        return ImageResult(request, error=self.redact(str(fault)), billed=billed, retry_later=retry_later)
+
+    async def retrying(self, attempt, context: CallContext):
+        return await with_retries(attempt, self.retry_policy, self.reporter(context))
+
+    async def generate(self, requests: list[ImageRequest]) -> list[ImageResult]:
+        """Direct use, outside a ledger: at most `concurrency` calls at once, nothing recorded."""
+        slots = asyncio.Semaphore(self.concurrency or 1)
+
+        async def one(request: ImageRequest) -> ImageResult:
+            async with slots:
+                return await self.call(request, CallContext(idempotency_key(self.name, request)))
+
+        return list(await asyncio.gather(*(one(r) for r in requests)))

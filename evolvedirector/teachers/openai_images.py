@@ -1,0 +1,86 @@
+"""The OpenAI images API (`POST {base_url}/images/generations`): gpt-image-1, dall-e-3, or any
+server that speaks the same protocol.
+
+One call is one HTTP request that returns the image, as base64 (gpt-image-1, and dall-e-3 with
+`response_format: b64_json`) or as a URL to download (dall-e-3's default). The API has no seed:
+the request's seed only tells apart images the ledger may buy for the same prompt.
+
+Billing: the provider bills a generation that answered 200, so no retry may follow one. A call
+whose image is lost after a 200 (a malformed answer, undecodable base64, or a URL that never
+downloads) is a billed failure; a URL is downloaded again on faults (free), but the image is
+never generated again. Refusals, other 4xx, 429, 5xx and connection faults are failures without
+cost, and all but refusals and 4xx are retried. A timed-out call is retried too, though the
+provider may have finished (and billed) it: keep `timeout_s` well above the API's slowest image,
+so that a timeout means a dead connection. Timeouts are counted per teacher, so such cases show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from evolvedirector.teachers.base import CallContext, ImageRequest, ImageResult
+from evolvedirector.teachers.faults import BAD_RESPONSE, Fault
+from evolvedirector.teachers.http_client import HttpTeacher
+from evolvedirector.teachers.image_bytes import decode_base64_image, fit_to_size
+
+
+class OpenAIImagesTeacher(HttpTeacher):
+    def __init__(self, config):
+        super().__init__(config)
+        self.model = config.model
+        self.sizes = dict(config.sizes)
+        self.default_size = config.default_size
+        self.response_format = config.response_format
+        self.quality = config.quality
+        self.extra = dict(config.extra)
+
+    def api_size(self, side: int) -> str:
+        return self.sizes.get(side, self.default_size)
+
+    def body(self, request: ImageRequest) -> dict:
+        body = {**self.extra, "model": self.model, "prompt": request.prompt, "n": 1, "size": self.api_size(request.size)}
+        if self.response_format is not None:
+            body["response_format"] = self.response_format
+        if self.quality is not None:
+            body["quality"] = self.quality
+        return body
+
+    async def call(self, request: ImageRequest, context: CallContext) -> ImageResult:
+        generated = False  # an attempt got a 200: the provider made, and billed, an image
+
+        async with self.session() as client:
+            async def generate_once() -> np.ndarray | str:
+                nonlocal generated
+                await self.limiter.acquire()
+                response = await self.request(client, "POST", self.url("/images/generations"), json=self.body(request))
+                generated = True
+                try:
+                    return await self._image_or_url(response)
+                except Fault as fault:  # another attempt would buy a second image: final
+                    raise Fault(fault.kind, fault.message, retryable=False) from None
+
+            try:
+                image = await self.retrying(generate_once, context)
+            except Fault as fault:
+                return self.failed(request, fault, billed=generated)
+            if isinstance(image, str):
+                url = image
+                try:  # a download is retried; the generation never is
+                    image = await self.retrying(lambda: self.fetch_image(client, url), context)
+                except Fault as fault:
+                    return self.failed(request, fault, billed=True)
+        return ImageResult(request, image=await asyncio.to_thread(fit_to_size, image, request.size))
+
+    async def _image_or_url(self, response) -> np.ndarray | str:
+        """The decoded image of a 200 answer (base64), or the URL to download it from."""
+        data = self.json_body(response).get("data")
+        item = data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else None
+        if item is None:
+            raise Fault(BAD_RESPONSE, "no data[0] in the response")
+        if isinstance(item.get("b64_json"), str):
+            return await asyncio.to_thread(decode_base64_image, item["b64_json"])
+        if isinstance(item.get("url"), str):
+            return item["url"]
+        raise Fault(BAD_RESPONSE, "data[0] has neither b64_json nor url")

@@ -1,0 +1,92 @@
+"""kill -9 in the middle of a batch of queue-API calls, then resume: every image is paid once,
+spend is the sum over distinct successful calls, and no stored request id is submitted again."""
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from evolvedirector.store import ImageStore, Store
+from evolvedirector.teachers import Ledger, idempotency_key
+from evolvedirector.teachers.fake_api import FakeImageAPI
+
+sys.path.insert(0, str(Path(__file__).parent))
+from teachers_crash_worker import crash_requests, crash_teacher  # noqa: E402
+
+pytestmark = pytest.mark.timeout(30)
+CALLS = 30
+WORKER = Path(__file__).parent / "teachers_crash_worker.py"
+
+
+def ledger_rows(db: Path) -> list[tuple]:
+    """(key, status, request_id) of every ledger row, read as `evolvedirector status` would."""
+    if not db.exists():
+        return []
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        return conn.execute("SELECT key, status, request_id FROM teacher_calls").fetchall()
+    except sqlite3.OperationalError:  # the schema is not there yet
+        return []
+    finally:
+        conn.close()
+
+
+def test_kill_9_mid_batch_then_resume_pays_each_image_once(tmp_path):
+    db = tmp_path / "evolve.db"
+    with FakeImageAPI(latency=0.4) as api:
+        child = subprocess.Popen([sys.executable, str(WORKER), str(tmp_path), api.url, str(CALLS)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                rows = ledger_rows(db)
+                done = sum(status == "done" for _, status, _ in rows)
+                polling = sum(status == "pending" and rid is not None for _, status, rid in rows)
+                if done >= 6 and polling >= 2:
+                    break
+                time.sleep(0.02)
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait(timeout=10)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+            child.stdout.close()
+            child.stderr.close()
+        assert child.returncode == -signal.SIGKILL, "the batch finished before it could be killed"
+
+        at_kill = ledger_rows(db)
+        ids_at_kill = {key: rid for key, _, rid in at_kill if rid is not None}
+        assert any(status == "pending" for _, status, _ in at_kill) and ids_at_kill
+        submits_at_kill = len(api.submits)
+
+        # Resume as the loop does: settle what was pending, then ask for the whole batch again.
+        store, images = Store(db), ImageStore(tmp_path / "images")
+        teacher = crash_teacher(api.url)
+        ledger = Ledger(store, images)
+        asyncio.run(ledger.settle_pending({"qu": teacher}))
+        purchases = asyncio.run(ledger.buy(teacher, crash_requests(CALLS), round=1))
+
+        assert all(p.image_hash in images for p in purchases)
+        rows = store.conn.execute("SELECT * FROM teacher_calls").fetchall()
+        assert len(rows) == CALLS and {r["status"] for r in rows} == {"done"}
+        # One job per key at the provider, and every row names its own job.
+        jobs_by_key = {job.key: job.id for job in api.jobs.values()}
+        assert len(api.jobs) == CALLS == len(jobs_by_key)
+        assert all(jobs_by_key[r["key"]] == r["request_id"] for r in rows)
+        # A call whose request id was stored before the crash was polled, never submitted again.
+        resubmitted = [key for key, _ in api.submits[submits_at_kill:] if key in ids_at_kill]
+        assert resubmitted == []
+        assert all(ids_at_kill[key] == jobs_by_key[key] for key in ids_at_kill)
+        # Spend is exactly the distinct successful calls, and what the provider would bill.
+        keys = {idempotency_key("qu", r) for r in crash_requests(CALLS)}
+        assert {r["key"] for r in rows} == keys
+        assert store.spend() == (CALLS, pytest.approx(CALLS * 0.02))
+        assert api.billed_jobs() == CALLS
+        store.close()
