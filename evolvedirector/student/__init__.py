@@ -1,11 +1,24 @@
-"""The student: PixArt-α with QK LayerNorm, trained in pixel space in the shapes world."""
+"""The student: PixArt-α with QK LayerNorm, trained in pixel space in the shapes world.
+
+The sizes registry is light; everything else loads torch and diffusers, so it is imported on
+first use (reading a config or printing `--help` should not take seconds).
+"""
+
+import importlib
 
 from evolvedirector.student.sizes import SIZES, StudentSize, get_size
-from evolvedirector.student.student import Student, from_pixels, to_pixels
-from evolvedirector.student.text_encoder import TextEncoder
-from evolvedirector.student.transformer import QKNormPixArtTransformer2DModel, has_qk_norm
 
-__all__ = [
-    "SIZES", "QKNormPixArtTransformer2DModel", "Student", "StudentSize", "TextEncoder", "from_pixels",
-    "get_size", "has_qk_norm", "to_pixels",
-]
+_LAZY = {
+    "Student": "student", "from_pixels": "student", "to_pixels": "student",
+    "TextEncoder": "text_encoder",
+    "QKNormPixArtTransformer2DModel": "transformer", "has_qk_norm": "transformer",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"evolvedirector.student.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'evolvedirector.student' has no attribute {name!r}")
+
+
+__all__ = ["SIZES", "StudentSize", "get_size", *_LAZY]
