@@ -124,6 +124,11 @@ def status(run_dir: Path = typer.Argument(..., help="a run folder")) -> None:
     ):
         table.add_row(row["teacher"], str(row["done"]), str(row["pending"]), str(row["failed"]), f"{row['dollars']:.2f}")
     console.print(table)
+    faults = store.fault_counts()
+    if faults:
+        console.print("teacher faults (each handled, retried where safe): " + "; ".join(
+            f"{teacher} " + ", ".join(f"{kind} {n}" for kind, n in kinds.items()) for teacher, kinds in faults.items()
+        ))
     if last and last["metrics"].get("accuracy"):
         accuracy = last["metrics"]["accuracy"]
         console.print("held-out accuracy (last round): " + ", ".join(f"{k} {v:.2f}" for k, v in accuracy.items()))

@@ -82,3 +82,16 @@ def test_help_explains_every_command():
     assert result.exit_code == 0
     for command in ("demo", "run", "status", "sample"):
         assert command in result.output
+
+
+def test_status_lists_teacher_faults(finished_run):
+    from evolvedirector.store import Store
+
+    run_dir, _ = finished_run
+    store = Store(run_dir / "evolve.db")
+    store.count_fault("atlas", "timeout")
+    store.count_fault("atlas", "timeout")
+    store.close()
+    result = runner.invoke(app, ["status", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert "teacher faults" in result.output and "atlas timeout 2" in result.output

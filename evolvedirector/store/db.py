@@ -330,11 +330,6 @@ class Store:
             counts.setdefault(row["teacher"], {})[row["kind"]] = row["count"]
         return counts
 
-    def forget_pending_call(self, key: str) -> None:
-        """Drop a pending reservation before a retry (for backends that cannot have charged it)."""
-        with self._transaction():
-            self.conn.execute("DELETE FROM teacher_calls WHERE key = ? AND status = 'pending'", (key,))
-
 
 # -- ledger writes, over any connection, inside a transaction the caller holds -----------------
 
