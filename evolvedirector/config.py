@@ -17,10 +17,19 @@ from typing import Annotated, Literal, Union
 
 import yaml
 from pydantic import (
-    BaseModel, ConfigDict, Discriminator, Field, JsonValue, Tag, ValidationError, field_validator, model_validator,
+    AfterValidator, BaseModel, ConfigDict, Discriminator, Field, JsonValue, Tag, ValidationError, field_validator, model_validator,
 )
 
 from evolvedirector.director import templates as director_templates
+
+
+def _w_by_h(text: str) -> str:
+    if not re.fullmatch(r"\d+x\d+", text.strip()):
+        raise ValueError(f"size {text!r} is not WIDTHxHEIGHT, e.g. 1024x1024")
+    return text.strip()
+
+
+WxH = Annotated[str, AfterValidator(_w_by_h)]  # an image size as teachers' APIs spell it: 1024x1024
 
 
 class Section(BaseModel):
@@ -58,8 +67,8 @@ class DiffusersTeacherConfig(TeacherBase):
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     steps: int = Field(20, ge=1, description="inference steps per image")
     guidance: float | None = Field(None, ge=0, description="guidance scale (None: the pipeline's default)")
-    sizes: dict[int, str] = Field({}, description="requested side -> WIDTHxHEIGHT the pipeline draws at")
-    default_size: str | None = Field(None, description="WIDTHxHEIGHT for sides not in `sizes` (None: the side)")
+    sizes: dict[int, WxH] = Field({}, description="requested side -> WIDTHxHEIGHT the pipeline draws at")
+    default_size: WxH | None = Field(None, description="WIDTHxHEIGHT for sides not in `sizes` (None: the side)")
     call_kwargs: dict[str, JsonValue] = Field({}, description="extra pipeline arguments, e.g. clean_caption: false")
 
     @field_validator("devices")
@@ -69,16 +78,6 @@ class DiffusersTeacherConfig(TeacherBase):
             if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", device):
                 raise ValueError(f"device {device!r} is not cpu, mps, cuda or cuda:N")
         return devices
-
-    @field_validator("sizes")
-    @classmethod
-    def _sizes_are_w_by_h(cls, sizes: dict[int, str]) -> dict[int, str]:
-        return {side: _w_by_h(text) for side, text in sizes.items()}
-
-    @field_validator("default_size")
-    @classmethod
-    def _default_is_w_by_h(cls, text: str | None) -> str | None:
-        return None if text is None else _w_by_h(text)
 
 
 class RetryConfig(Section):
@@ -125,23 +124,13 @@ class OpenAITeacherConfig(RemoteTeacherBase):
     model: str = "gpt-image-1"
     base_url: str = "https://api.openai.com/v1"
     api_key_env: str | None = Field("OPENAI_API_KEY", description="NAME of the variable holding the key; None: no auth")
-    sizes: dict[int, str] = Field({}, description="requested side -> the API's size, e.g. 512: 1024x1024")
-    default_size: str = Field("1024x1024", description="the API's size for sides not in `sizes`")
+    sizes: dict[int, WxH] = Field({}, description="requested side -> the API's size, e.g. 512: 1024x1024")
+    default_size: WxH = Field("1024x1024", description="the API's size for sides not in `sizes`")
     response_format: Literal["b64_json", "url"] | None = Field(
         None, description="dall-e-3 only (gpt-image-1 always answers base64); None: the API's default"
     )
     quality: str | None = None
     extra: dict[str, JsonValue] = Field({}, description="more request fields, e.g. style, moderation, background")
-
-    @field_validator("sizes")
-    @classmethod
-    def _sizes_are_w_by_h(cls, sizes: dict[int, str]) -> dict[int, str]:
-        return {side: _w_by_h(text) for side, text in sizes.items()}
-
-    @field_validator("default_size")
-    @classmethod
-    def _default_is_w_by_h(cls, text: str) -> str:
-        return _w_by_h(text)
 
 
 class QueueTeacherConfig(RemoteTeacherBase):
@@ -182,12 +171,6 @@ class QueueTeacherConfig(RemoteTeacherBase):
         if path is not None and "{request_id}" not in path:
             raise ValueError("must contain {request_id}")
         return path
-
-
-def _w_by_h(text: str) -> str:
-    if not re.fullmatch(r"\d+x\d+", text.strip()):
-        raise ValueError(f"size {text!r} is not WIDTHxHEIGHT, e.g. 1024x1024")
-    return text.strip()
 
 
 def _teacher_backend(entry) -> str:

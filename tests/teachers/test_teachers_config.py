@@ -103,7 +103,7 @@ def _request(size):
     ({"name": "x", "backend": "queue", "cost_per_image": 0.1, "base_url": "https://x", "status_path": "/s"},
      "teachers.0.queue.status_path", "{request_id}"),
     ({"name": "x", "backend": "openai", "cost_per_image": 0.1, "sizes": {512: "big"}},
-     "teachers.0.openai.sizes", "not WIDTHxHEIGHT"),
+     "teachers.0.openai.sizes.512", "not WIDTHxHEIGHT"),
     ({"name": "x", "backend": "openai", "cost_per_image": -1}, "teachers.0.openai.cost_per_image", "greater than or equal to 0"),
     ({"name": "x", "backend": "openai", "cost_per_image": 0.1, "concurrency": 0},
      "teachers.0.openai.concurrency", "greater than or equal to 1"),
