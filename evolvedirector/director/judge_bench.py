@@ -119,6 +119,11 @@ def save_pairs(pairs: list[LabelledPair], folder: Path) -> Path:
 # ---- discrimination ------------------------------------------------------------------------------
 
 
+def _share(part: float, whole: float) -> float:
+    """part / whole, or NaN when there is nothing to divide by (no verdicts, no time)."""
+    return part / whole if whole > 0 else math.nan
+
+
 @dataclass
 class DiscriminationResult:
     pairs: int = 0
@@ -133,19 +138,19 @@ class DiscriminationResult:
 
     @property
     def accuracy(self) -> float:
-        return self.correct / self.verdicts if self.verdicts else math.nan
+        return _share(self.correct, self.verdicts)
 
     @property
     def position_bias(self) -> float:
-        return self.first_wins / self.verdicts if self.verdicts else math.nan
+        return _share(self.first_wins, self.verdicts)
 
     @property
     def consistency(self) -> float:
-        return self.consistent / self.pairs if self.pairs else math.nan
+        return _share(self.consistent, self.pairs)
 
     @property
     def throughput(self) -> float:
-        return self.verdicts / self.seconds if self.seconds > 0 else math.nan
+        return _share(self.verdicts, self.seconds)
 
 
 async def bench_discrimination(director: Director, pairs: list[LabelledPair], concurrency: int = 8,
@@ -199,11 +204,11 @@ class ExpansionResult:
 
     @property
     def validity(self) -> float:
-        return self.valid / self.requested if self.requested else math.nan
+        return _share(self.valid, self.requested)
 
     @property
     def mutation_validity(self) -> float:
-        return self.mutations_valid / self.sources if self.sources else math.nan
+        return _share(self.mutations_valid, self.sources)
 
 
 def shapes_world_prompt(prompt: str) -> bool:
