@@ -1,17 +1,22 @@
-"""The student: PixArt-α with QK LayerNorm, trained in pixel space in the shapes world.
+"""The student: PixArt-α with QK LayerNorm, in pixel space in the shapes world, on T5 features and
+SD VAE latents at full scale.
 
-The sizes registry is light; everything else loads torch and diffusers, so it is imported on
-first use (reading a config or printing `--help` should not take seconds).
+The sizes registry and the aspect buckets are light; everything else loads torch and diffusers,
+so it is imported on first use (reading a config or printing `--help` should not take seconds).
 """
 
 import importlib
 
+from evolvedirector.student.buckets import ASPECT_BUCKETS_1024, SINGLE_SCALE_512, buckets_at, nearest_bucket
 from evolvedirector.student.sizes import SIZES, StudentSize, get_size
 
 _LAZY = {
     "Student": "student", "from_pixels": "student", "to_pixels": "student",
     "TextEncoder": "text_encoder",
     "QKNormPixArtTransformer2DModel": "transformer", "has_qk_norm": "transformer",
+    "EvolveDirectorPipeline": "pipeline", "load_export": "pipeline",
+    "export_student": "export",
+    "load_transformer": "convert",
 }
 
 
@@ -21,4 +26,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'evolvedirector.student' has no attribute {name!r}")
 
 
-__all__ = ["SIZES", "StudentSize", "get_size", *_LAZY]
+__all__ = ["SIZES", "StudentSize", "get_size", "ASPECT_BUCKETS_1024", "SINGLE_SCALE_512", "buckets_at",
+           "nearest_bucket", *_LAZY]

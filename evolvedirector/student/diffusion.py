@@ -26,6 +26,31 @@ def sampling_scheduler(train: DDPMScheduler) -> DPMSolverMultistepScheduler:
     )
 
 
+def denoise(model, x: torch.Tensor, t: torch.Tensor, states: torch.Tensor, mask: torch.Tensor, *,
+            size_conditioning: bool = False, pixels_per_cell: int = 1) -> torch.Tensor:
+    """The transformer's prediction for x at timesteps t, called through `model(...)` so that a
+    DDP/FSDP wrapper sees the forward pass.
+
+    With size conditioning (PixArt-α's multi-scale model) the transformer also reads the image's
+    size in pixels, (height, width), and its height/width ratio, as diffusers' PixArt pipeline
+    passes them. Checkpoints that learned the variance (PixArt-α's, 2x the channels) also return
+    it; only the first half, the mean prediction, is used.
+    """
+    added = {"resolution": None, "aspect_ratio": None}
+    if size_conditioning:
+        height, width = x.shape[-2] * pixels_per_cell, x.shape[-1] * pixels_per_cell
+        batch = x.shape[0]
+        added = {
+            "resolution": torch.tensor([[height, width]], dtype=x.dtype, device=x.device).expand(batch, 2),
+            "aspect_ratio": torch.tensor([[height / width]], dtype=x.dtype, device=x.device).expand(batch, 1),
+        }
+    out = model(x, encoder_hidden_states=states, timestep=t, encoder_attention_mask=mask,
+                added_cond_kwargs=added).sample
+    if out.shape[1] == 2 * x.shape[1]:
+        out = out[:, : x.shape[1]]
+    return out
+
+
 def training_target(scheduler: DDPMScheduler, clean: torch.Tensor, noise: torch.Tensor,
                     timesteps: torch.Tensor) -> torch.Tensor:
     if scheduler.config.prediction_type == "v_prediction":
@@ -49,7 +74,8 @@ def sample(
     generator: torch.Generator,
 ) -> torch.Tensor:
     """Draw images with classifier-free guidance: uncond + g * (cond - uncond)."""
-    x = torch.randn(shape, generator=generator).to(cond[0].device) * scheduler.init_noise_sigma
+    # Noise is drawn where the generator lives (the CPU by default), so a seed means the same images everywhere.
+    x = torch.randn(shape, generator=generator, device=generator.device).to(cond[0].device) * scheduler.init_noise_sigma
     scheduler.set_timesteps(steps)
     states = torch.cat([uncond[0], cond[0]])
     mask = torch.cat([uncond[1], cond[1]])

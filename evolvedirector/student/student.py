@@ -1,8 +1,13 @@
 """The student: a QK-norm PixArt transformer, its text encoder, its noise schedule and EMA.
 
-In the shapes world the student works in pixel space: images in [-1, 1], 3 channels, no VAE.
-It keeps two copies of the transformer: the one being trained and an exponential moving average
-of it, which is the one that draws images for the director and for evaluation.
+In the shapes world the student works in pixel space: images in [-1, 1], 3 channels, no VAE. At
+full scale it works in the latent space of a VAE (student.vae) on T5 features (student.text_encoder),
+and may start from PixArt-α's weights (student.init_from). It keeps two copies of the transformer:
+the one being trained and an exponential moving average of it, which is the one that draws images
+for the director and for evaluation.
+
+`loss` takes images in the diffusion's own space (latents when there is a VAE): `encode_images`
+turns [-1, 1] pixels into it, so that a trainer can cache the result.
 """
 
 from __future__ import annotations
@@ -13,24 +18,61 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from evolvedirector.student.diffusion import sample, sampling_scheduler, training_scheduler, training_target
+from evolvedirector.student.diffusion import (
+    denoise,
+    sample,
+    sampling_scheduler,
+    training_scheduler,
+    training_target,
+)
+from evolvedirector.student.image_space import load_image_space
 from evolvedirector.student.sizes import get_size
 from evolvedirector.student.text_encoder import TextEncoder
 from evolvedirector.student.transformer import QKNormPixArtTransformer2DModel
 
 
-def build_transformer(size_name: str, image_size: int, channels: int, caption_channels: int):
+def build_transformer(size_name: str, sample_size: int, channels: int, caption_channels: int, *,
+                      size_conditioning: bool | None = False):
+    """A freshly initialised transformer for a `sample_size` grid (pixels, or latents with a VAE).
+
+    size_conditioning None leaves it to diffusers: on when the grid is 128 wide (PixArt-α's
+    1024-px multi-scale model)."""
     size = get_size(size_name)
-    if image_size % size.patch_size:
-        raise ValueError(f"image size {image_size} is not a multiple of patch size {size.patch_size}")
+    if sample_size % size.patch_size:
+        raise ValueError(f"image size {sample_size} is not a multiple of patch size {size.patch_size}")
+    if size_conditioning is None:
+        size_conditioning = sample_size == 128
+    if size_conditioning and size.width % 3:
+        raise ValueError(f"size conditioning splits the width in three; student size {size_name!r} "
+                         f"has width {size.width}")
     model = QKNormPixArtTransformer2DModel(
         num_attention_heads=size.heads, attention_head_dim=size.head_dim, in_channels=channels,
         out_channels=channels, num_layers=size.depth, cross_attention_dim=size.width,
-        sample_size=image_size, patch_size=size.patch_size, caption_channels=caption_channels,
-        use_additional_conditions=False,
+        sample_size=sample_size, patch_size=size.patch_size, caption_channels=caption_channels,
+        use_additional_conditions=size_conditioning,
     )
     model.initialize_weights()
     return model
+
+
+def starting_transformer(config, sample_size: int, channels: int, caption_channels: int):
+    """The transformer a student starts from: fresh, or pretrained weights (student.init_from)."""
+    if config.init_from is None:
+        return build_transformer(config.size, sample_size, channels, caption_channels,
+                                 size_conditioning=config.size_conditioning)
+    from evolvedirector.student.convert import load_transformer
+
+    model = load_transformer(config.init_from, config.size, sample_size=sample_size)
+    found = (model.config.in_channels, model.config.caption_channels)
+    if found != (channels, caption_channels):
+        raise ValueError(
+            f"student.init_from {config.init_from} takes {found[0]} image channels and {found[1]}-dim text "
+            f"features; this student has {channels} and {caption_channels} (check student.vae and student.text_encoder)"
+        )
+    if config.size_conditioning is not None and config.size_conditioning != model.use_additional_conditions:
+        raise ValueError(f"student.size_conditioning is {config.size_conditioning} but {config.init_from} "
+                         f"was built with it {'on' if model.use_additional_conditions else 'off'}")
+    return model.train()
 
 
 def to_pixels(x: torch.Tensor) -> list[np.ndarray]:
@@ -47,24 +89,41 @@ def from_pixels(images: list[np.ndarray]) -> torch.Tensor:
 class Student:
     def __init__(self, config, image_size: int, text_encoder: TextEncoder | None = None):
         self.config = config
-        self.image_size = image_size
-        self.channels = 3
-        self.text = text_encoder or TextEncoder(max_tokens=config.max_tokens)
-        self.model = build_transformer(config.size, image_size, self.channels, self.text.dim)
+        self.image_size = image_size  # the default square side in pixels; generate() takes others
+        self.space = load_image_space(config.vae)
+        self.channels = self.space.channels
+        cell = self.space.pixels_per_cell
+        if image_size % cell:
+            raise ValueError(f"image size {image_size} is not a multiple of the VAE's downscaling factor {cell}")
+        self.text = text_encoder or TextEncoder(config.text_encoder, max_tokens=config.max_tokens)
+        self.model = starting_transformer(config, image_size // cell, self.channels, self.text.dim)
+        self.size_conditioning = bool(self.model.use_additional_conditions)
         self.ema_model = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.noise = training_scheduler(config.beta_schedule, config.prediction_type)
         self.null_text = self.text.encode([""])  # the unconditional caption for dropout and guidance
 
-    @staticmethod
-    def denoise(model, x, t, states, mask) -> torch.Tensor:
-        return model(
-            x, encoder_hidden_states=states, timestep=t, encoder_attention_mask=mask,
-            added_cond_kwargs={"resolution": None, "aspect_ratio": None},
-        ).sample
+    def denoise(self, model, x, t, states, mask) -> torch.Tensor:
+        return denoise(model, x, t, states, mask, size_conditioning=self.size_conditioning,
+                       pixels_per_cell=self.space.pixels_per_cell)
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """[-1, 1] pixels (B, 3, H, W) to the space the diffusion runs in (the same tensor without a VAE)."""
+        return self.space.encode(images)
+
+    def grid_shape(self, height: int, width: int) -> tuple[int, int]:
+        """The diffusion grid for an image of height x width pixels."""
+        multiple = self.space.pixels_per_cell * self.model.config.patch_size
+        if height % multiple or width % multiple:
+            raise ValueError(f"image size {height}x{width} is not a multiple of {multiple} "
+                             "(VAE downscaling x patch size)")
+        return height // self.space.pixels_per_cell, width // self.space.pixels_per_cell
 
     def loss(self, model, images: torch.Tensor, prompts: list[str], generator: torch.Generator,
              caption_dropout: float) -> torch.Tensor:
-        """Mean squared error of the model's v (or epsilon) prediction at random noise levels."""
+        """Mean squared error of the model's v (or epsilon) prediction at random noise levels.
+
+        `images` are in the diffusion's space (see `encode_images`), all of one size: with size
+        conditioning that size, in pixels, is the resolution the transformer is told."""
         states, mask = (t.to(images.device) for t in self.text.encode(prompts))
         drop = (torch.rand(len(prompts), generator=generator) < caption_dropout).to(images.device)
         null_states, null_mask = (t.to(images.device) for t in self.null_text)
@@ -102,10 +161,13 @@ class Student:
 
     @torch.no_grad()
     def generate(self, prompts: list[str], *, seed: int = 0, steps: int | None = None,
-                 guidance: float | None = None, batch_size: int = 64) -> list[np.ndarray]:
-        """Images for prompts, drawn by the EMA weights with DPM-Solver and classifier-free guidance."""
+                 guidance: float | None = None, batch_size: int = 64,
+                 height: int | None = None, width: int | None = None) -> list[np.ndarray]:
+        """Images for prompts, drawn by the EMA weights with DPM-Solver and classifier-free guidance,
+        height x width pixels (default: the square image_size)."""
         steps = steps or self.config.sample_steps
         guidance = self.config.guidance if guidance is None else guidance
+        grid = self.grid_shape(height or self.image_size, width or self.image_size)
         generator = torch.Generator().manual_seed(seed)
         images: list[np.ndarray] = []
         for start in range(0, len(prompts), batch_size):
@@ -116,9 +178,9 @@ class Student:
             x = sample(
                 lambda x, t, s, m: self.denoise(self.ema_model, x, t, s, m),
                 sampling_scheduler(self.noise), cond, uncond,
-                (len(chunk), self.channels, self.image_size, self.image_size), steps, guidance, generator,
+                (len(chunk), self.channels, *grid), steps, guidance, generator,
             )
-            images.extend(to_pixels(x))
+            images.extend(to_pixels(self.space.decode(x)))
         return images
 
     def save_weights(self, folder: Path) -> None:
