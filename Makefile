@@ -6,14 +6,27 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test setup clean
+.PHONY: demo test setup browser clean
 
 demo: $(VENV)/.installed
 	$(BIN)/evolvedirector demo --out runs/demo
 
 # Any pytest failure fails the target, including exit code 5 (no tests collected).
-test: $(VENV)/.installed
+test: $(VENV)/.installed browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+# The blind A/B page is tested in a real browser: Debian's chromium, driven by Playwright (which
+# must never download browsers of its own). Installed here when missing and when it can be (root
+# with apt-get); otherwise, or if the install fails, the browser test skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the A/B page's browser test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "warning: chromium could not be installed; the browser test will be skipped"; \
+	  else \
+	    echo "note: chromium is missing (install it with: apt-get install -y chromium); the browser test will be skipped"; \
+	  fi; }
 
 setup: $(VENV)/.installed
 

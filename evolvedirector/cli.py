@@ -11,6 +11,7 @@ from rich.table import Table
 
 import evolvedirector.bench.efficiency  # noqa: F401  (registers `bench efficiency`)
 import evolvedirector.bench.teachers  # noqa: F401  (registers `bench teachers`)
+import evolvedirector.bench.train  # noqa: F401  (registers `bench train`)
 from evolvedirector.bench import bench_app
 from evolvedirector.config import ConfigError, RunConfig, demo_config_path, load_config
 
@@ -134,22 +135,8 @@ def status(run_dir: Path = typer.Argument(..., help="a run folder")) -> None:
         console.print("held-out accuracy (last round): " + ", ".join(f"{k} {v:.2f}" for k, v in accuracy.items()))
 
 
-@app.command()
-def sample(
-    run_dir: Path = typer.Argument(..., help="a run folder"),
-    prompts: Path = typer.Option(..., "--prompts", help="text file, one prompt per line"),
-    out: Path = typer.Option(..., "--out", help="folder for 00000.png, 00001.png, ... in line order"),
-    seed: int = typer.Option(0, "--seed", help="noise seed; the same seed gives the same images"),
-    steps: int | None = typer.Option(None, "--steps", help="DPM-Solver steps (default: the run's sample_steps)"),
-    guidance: float | None = typer.Option(None, "--guidance", help="classifier-free guidance (default: the run's)"),
-) -> None:
-    """Draw one image per prompt with the run's latest student (EMA weights), at the world's canvas size."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if not prompts.is_file():
-        _fail(f"prompts file {prompts} does not exist")
-    lines = prompts.read_text().splitlines()
-    if not lines:
-        _fail(f"prompts file {prompts} is empty")
+def _latest_student(run_dir: Path):
+    """The run's student with its latest checkpoint's weights, and that checkpoint's name."""
     store = _open_store(run_dir)
     checkpoint = next((r["checkpoint"] for r in reversed(store.rounds()) if r["checkpoint"]), None)
     if checkpoint is None:
@@ -158,18 +145,172 @@ def sample(
         config = load_config(_run_config_path(run_dir), overrides={"out": str(run_dir)})
     except ConfigError as error:
         _fail(str(error))
-
-    from evolvedirector.store import write_atomic
-    from evolvedirector.store.images import png_bytes
     from evolvedirector.student import Student
 
     student = Student(config.student, config.world.image_size)
     student.load_weights(Path(run_dir) / checkpoint)
-    images = student.generate(lines, seed=seed, steps=steps, guidance=guidance)
+    return student, checkpoint
+
+
+@app.command()
+def sample(
+    run_dir: Path = typer.Argument(..., help="a run folder, or a folder written by `evolvedirector export`"),
+    prompts: Path = typer.Option(..., "--prompts", help="text file, one prompt per line"),
+    out: Path = typer.Option(..., "--out", help="folder for 00000.png, 00001.png, ... in line order"),
+    seed: int = typer.Option(0, "--seed", help="noise seed; the same seed gives the same images"),
+    steps: int | None = typer.Option(None, "--steps", help="DPM-Solver steps (default: the run's sample_steps)"),
+    guidance: float | None = typer.Option(None, "--guidance", help="classifier-free guidance (default: the run's)"),
+    height: int | None = typer.Option(None, "--height", min=1, help="pixels (default: the student's image size)"),
+    width: int | None = typer.Option(None, "--width", min=1, help="pixels (default: the student's image size)"),
+) -> None:
+    """Draw one image per prompt with the run's latest student (EMA weights) or an exported one.
+
+    An exported folder draws the same images as the run it came from, for the same seed."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if not prompts.is_file():
+        _fail(f"prompts file {prompts} does not exist")
+    lines = prompts.read_text().splitlines()
+    if not lines:
+        _fail(f"prompts file {prompts} is empty")
+
+    import torch
+
+    from evolvedirector.store import write_atomic
+    from evolvedirector.store.images import png_bytes
+
+    try:
+        if (Path(run_dir) / "model_index.json").is_file():
+            from evolvedirector.student.pipeline import load_export
+
+            pipe, source = load_export(run_dir), "exported student"
+            generator = torch.Generator().manual_seed(seed)
+            images = []
+            for start in range(0, len(lines), 64):  # the batches Student.generate draws, so the same noise
+                images += pipe(lines[start : start + 64], num_inference_steps=steps, guidance_scale=guidance,
+                               height=height, width=width, generator=generator, output_type="np").images
+        else:
+            student, source = _latest_student(run_dir)
+            images = student.generate(lines, seed=seed, steps=steps, guidance=guidance, height=height, width=width)
+    except ValueError as error:
+        _fail(str(error))
     out.mkdir(parents=True, exist_ok=True)
     for index, image in enumerate(images):
         write_atomic(out / f"{index:05d}.png", png_bytes(image))
-    console.print(f"wrote {len(images)} images to {out} ({checkpoint}, seed {seed})")
+    console.print(f"wrote {len(images)} images to {out} ({source}, seed {seed})")
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="a run folder"),
+    out: Path = typer.Option(..., "--out", help="folder to write; must not exist yet (or be empty)"),
+) -> None:
+    """Write the run's latest student (EMA weights) as a folder that diffusers loads.
+
+    DiffusionPipeline.from_pretrained(OUT, trust_remote_code=True) loads it where evolvedirector
+    is installed (its pipeline.py imports the pipeline class from the package); then
+    pipe("a red circle on the left", num_inference_steps=20).images[0] is a PIL image.
+    `evolvedirector sample OUT ...` reads it without running any file from it."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        _fail(f"{out} already exists and is not an empty folder; choose another --out")
+    student, checkpoint = _latest_student(run_dir)
+    from evolvedirector.student.export import export_student
+
+    export_student(student, out)
+    console.print(f"exported {checkpoint} of {run_dir} to {out}")
+
+
+@app.command("convert-pth")
+def convert_pth(
+    checkpoint: Path = typer.Argument(..., help="an original PixArt-α / EvolveDirector .pth ({'state_dict': ...})"),
+    out: Path = typer.Option(..., "--out", help="folder for the diffusers transformer (a student.init_from)"),
+    size: str = typer.Option("XL/2", "--size", help="its size in evolvedirector.student.SIZES (gives the heads)"),
+    image_size: int | None = typer.Option(
+        None, "--image-size", min=64, help="pixels it was trained at, 512 or 1024 (default: read from its pos_embed)"
+    ),
+    ema: bool = typer.Option(True, "--ema/--no-ema", help="take state_dict_ema when the file has it"),
+) -> None:
+    """Convert an original-layout PixArt-α checkpoint into a diffusers folder with QK LayerNorm.
+
+    The file is read with weights_only=True: one that holds Python objects is refused."""
+    from evolvedirector.student.convert import read_checkpoint, transformer_from_official
+    from evolvedirector.student.sizes import get_size
+
+    try:
+        state = read_checkpoint(checkpoint, ema=ema)
+        # The SD VAE makes the latent side an eighth of the image side.
+        model = transformer_from_official(state, get_size(size), image_size // 8 if image_size else None)
+    except (ValueError, KeyError, FileNotFoundError) as error:
+        _fail(str(error))
+    model.save_pretrained(out)
+    console.print(f"wrote {out} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters)")
+
+
+@app.command("eval")
+def eval_command(
+    run_dir: Path = typer.Argument(..., help="a run folder"),
+    prompts: str = typer.Option(
+        "heldout", "--prompts", help="heldout (the run's held-out prompts), train (its active set) or a FILE"
+    ),
+    limit: int | None = typer.Option(None, "--limit", min=2, help="at most this many prompts, drawn at random"),
+    seed: int = typer.Option(0, "--seed", help="student noise, prompt draw, director coin and bootstrap"),
+    one_order: bool = typer.Option(
+        False, "--one-order", help="judge each pair once in random order (no ties) instead of in both orders"
+    ),
+    resamples: int = typer.Option(1000, "--resamples", min=1, help="bootstrap resamples for the intervals"),
+    inception: Path | None = typer.Option(
+        None, "--inception", help="TorchScript Inception-v3 FID network (inception-2015-12-05.pt): adds FID proper"
+    ),
+    max_calls: int | None = typer.Option(None, "--max-calls", min=0, help="most new teacher calls to make"),
+    max_dollars: float | None = typer.Option(None, "--max-dollars", min=0, help="most new teacher spend ($)"),
+) -> None:
+    """The run's latest student against each teacher, per domain: director win / tie / lose rates
+    with bootstrap intervals, held-out accuracy (shapes world), teacher selection rates, Fréchet
+    distances. Teacher images come through the run's ledger: one already paid for is reused.
+    Writes RUN_DIR/eval/eval.json and rebuilds RUN_DIR/report.html."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from evolvedirector.evaluation.evaluate import EvalError, EvalOptions, run_eval
+    from evolvedirector.evaluation.frechet import InceptionUnavailable
+
+    _open_store(run_dir).close()  # a clear error for a folder that is not a run
+    options = EvalOptions(
+        prompt_set=prompts, limit=limit, seed=seed, both_orders=not one_order, resamples=resamples,
+        inception=inception, max_new_calls=max_calls, max_new_dollars=max_dollars,
+    )
+    try:
+        run_eval(run_dir, options, console=console)
+    except (EvalError, InceptionUnavailable, ConfigError) as error:
+        _fail(str(error))
+
+
+@app.command("ab")
+def ab_command(
+    run_dir: Path = typer.Argument(..., help="a run folder with an evaluation (evolvedirector eval)"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (others on the network need the token)"),
+    port: int = typer.Option(8765, "--port", min=0, max=65535, help="port; 0 picks a free one"),
+) -> None:
+    """Serve the blind A/B page: people pick the better of the student's and a teacher's image
+    (← / → / space for a tie / s to skip). Votes go into the run's store and the report."""
+    from evolvedirector.evaluation.ab_server import AbError, bind, create_app, make_server, new_token
+
+    _open_store(run_dir).close()
+    token = new_token()
+    try:
+        app_ = create_app(run_dir, token)
+        sock = bind(host, port)
+    except AbError as error:
+        _fail(str(error))
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"[yellow]note:[/yellow] listening on {host}: anyone who can reach it and has the address "
+                      "below can vote")
+    shown_host = f"[{host}]" if ":" in host else host
+    # The only place the token is ever shown: it is not logged or written anywhere.
+    console.print(f"open http://{shown_host}:{sock.getsockname()[1]}/?token={token}  (Ctrl-C stops)", highlight=False)
+    try:
+        make_server(app_).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn shuts down gracefully, then passes Ctrl-C on: a normal stop
+        pass
+    console.print(f"stopped; votes are in {Path(run_dir) / 'report.html'}")
 
 
 if __name__ == "__main__":

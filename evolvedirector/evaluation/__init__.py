@@ -1,1 +1,2 @@
-"""Evaluation: held-out accuracy in the shapes world, and the run report."""
+"""Evaluation: held-out accuracy in the shapes world, `evolvedirector eval` (the student against
+each teacher), Fréchet distances, sample lineage, the run report, and the blind A/B page."""

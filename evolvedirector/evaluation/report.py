@@ -1,12 +1,25 @@
-"""The run report: `report.html` (tables) and `report.png` (the series of every round, plotted).
+"""The run report: `report.html` and `report.png` (the series of every round, plotted).
 
-Rebuilt after every round from the store alone, so it always shows what is committed.
+Rebuilt after every round and by `evolvedirector eval`, from what is on disk alone (the store,
+the content-addressed images, `eval/eval.json`), so it always shows what is committed. One static
+page, no scripts and nothing fetched from the network:
+- the rounds: set size, operations, teacher-win rate, teacher calls and spend, held-out accuracy;
+- the student against each teacher from the latest `evolvedirector eval` (director win rates with
+  bootstrap intervals, accuracy per domain, Fréchet distances) and a grid of its images;
+- which teacher the set learns each domain from (selection);
+- blind human preference from the A/B page, once there are votes;
+- the last judged round as a grid (prompt, student render, every teacher's image);
+- the lineage of samples: why each image is in the training set.
+Grid images are embedded (data URIs); lineage thumbnails are linked relative to the run folder
+(`images/ab/abcd….png`), which keeps the page small for large sets.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import json
+import re
 from pathlib import Path
 
 import matplotlib
@@ -14,9 +27,20 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 
+from evolvedirector.evaluation.lineage import LineageIndex, Step, describe_verdict  # noqa: E402
+from evolvedirector.evaluation.stats import OUTCOMES, format_rate, outcome_rates  # noqa: E402
 from evolvedirector.store import Store, write_atomic  # noqa: E402
 
 DOMAINS = ("object", "relation", "count", "text")
+HASH = re.compile(r"[0-9a-f]{64}")
+EMBED_LIMIT = 64 * 1024  # larger images are linked, not embedded
+GRID_ROWS = 16  # prompts per grid
+LINEAGE_LIMIT = 3000  # samples with a lineage section: all of them in small runs, the newest otherwise
+AB_NOTE = "No votes yet. `evolvedirector ab RUN_DIR` serves the blind A/B page; votes appear here."
+
+
+class Raw(str):
+    """HTML that is already escaped (an image tag, a link), put into a table as it is."""
 
 
 def plot_rounds(rounds: list[dict], path: Path) -> None:
@@ -64,10 +88,275 @@ def plot_rounds(rounds: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _cell(value) -> str:
+    return value if isinstance(value, Raw) else html.escape(str(value))
+
+
 def _table(header: list[str], rows: list[list]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def selection_table(store: Store) -> list[dict]:
+    """Share of training samples taken from each teacher, per domain (all ever added, and active)."""
+    active: dict[tuple[str, str], int] = {}
+    for sample in store.active_samples():
+        active[(sample.domain, sample.teacher)] = active.get((sample.domain, sample.teacher), 0) + 1
+    counts = store.selection_counts()
+    totals: dict[str, int] = {}
+    active_totals: dict[str, int] = {}
+    for row in counts:
+        totals[row["domain"]] = totals.get(row["domain"], 0) + row["n"]
+        active_totals[row["domain"]] = active_totals.get(row["domain"], 0) + active.get(
+            (row["domain"], row["teacher"]), 0)
+    rows = []
+    for row in counts:
+        n_active = active.get((row["domain"], row["teacher"]), 0)
+        rows.append({
+            "domain": row["domain"], "teacher": row["teacher"], "samples": row["n"],
+            "share": row["n"] / totals[row["domain"]], "active": n_active,
+            "active_share": n_active / active_totals[row["domain"]] if active_totals[row["domain"]] else None,
+        })
+    return rows
+
+
+def vote_rates(votes: list[dict], resamples: int = 1000) -> dict[str, dict[str, dict]]:
+    """{teacher: {domain or "all": win/tie/lose rates}} of the student in human votes."""
+    outcome = {"student": "win", "tie": "tie", "teacher": "lose"}
+    cells: dict[str, dict[str, list[str]]] = {}
+    for vote in votes:
+        by_domain = cells.setdefault(vote["teacher"], {})
+        by_domain.setdefault(vote["domain"], []).append(outcome[vote["preferred"]])
+        by_domain.setdefault("all", []).append(outcome[vote["preferred"]])
+    order = (*DOMAINS, "all")
+    return {
+        teacher: {
+            domain: outcome_rates(values, resamples=resamples)
+            for domain, values in sorted(by_domain.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 4)
+        }
+        for teacher, by_domain in sorted(cells.items())
+    }
+
+
+class _Images:
+    """Image tags for content-addressed images: embedded when small, linked otherwise."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.root = run_dir / "images"
+        self._embedded: dict[str, str] = {}
+
+    def relative(self, digest: str) -> str:
+        return f"images/{digest[:2]}/{digest}.png"
+
+    def tag(self, digest: str | None, title: str = "", embed: bool = True, css: str = "") -> Raw:
+        if not digest or not HASH.fullmatch(digest):
+            return Raw('<span class="missing">no image</span>')
+        path = self.root / digest[:2] / f"{digest}.png"
+        if not path.is_file():
+            return Raw('<span class="missing">missing</span>')
+        source = self.relative(digest)
+        if embed:
+            if digest not in self._embedded and path.stat().st_size <= EMBED_LIMIT:
+                self._embedded[digest] = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+            source = self._embedded.get(digest, source)
+        lazy = "" if embed else ' loading="lazy"'
+        label = html.escape(title)
+        return Raw(f'<img class="{css}" src="{html.escape(source)}" title="{label}" alt="{label}"{lazy}>')
+
+
+def _rounds_section(rounds: list[dict]) -> str:
+    rows = []
+    previous_calls, previous_dollars = 0, 0.0
+    for r in rounds:
+        accuracy = r["metrics"].get("accuracy", {})
+        calls, dollars = r["metrics"].get("calls", 0), r["metrics"].get("dollars", 0.0)
+        rows.append([
+            r["round"], r["set_size"], r["added"], r["deleted"], r["mutated"], r["judged"],
+            f"{r['teacher_wins'] / r['judged']:.2f}" if r["judged"] else "-",
+            calls - previous_calls, f"{dollars - previous_dollars:.2f}", calls, f"{dollars:.2f}", r["train_step"],
+            *(f"{accuracy[d]:.2f}" if d in accuracy else "-" for d in (*DOMAINS, "mean")),
+        ])
+        previous_calls, previous_dollars = calls, dollars
+    return "<h2>Rounds</h2>" + _table(
+        ["round", "set", "added", "deleted", "mutated", "judged", "teacher-win", "calls", "spend $", "calls total",
+         "spend $ total", "step", *DOMAINS, "mean"], rows,
+    ) + ('<p class="note">Calls and spend of a round include teacher images bought by evaluations '
+         "made since the round before.</p>")
+
+
+def _selection_section(store: Store) -> str:
+    rows = [
+        [r["domain"], r["teacher"], r["samples"], f"{r['share']:.2f}", r["active"],
+         "-" if r["active_share"] is None else f"{r['active_share']:.2f}"]
+        for r in selection_table(store)
+    ]
+    return ("<h2>Which teacher the set learns each domain from</h2>"
+            + _table(["domain", "teacher", "samples ever", "share", "active", "active share"], rows))
+
+
+def _rates_table(rates: dict[str, dict[str, dict]], what: str) -> str:
+    rows = []
+    for teacher, cells in rates.items():
+        for domain, cell in cells.items():
+            rows.append([teacher, domain, cell["n"], *(format_rate(cell[o]) for o in OUTCOMES)])
+    return _table(["teacher", "domain", what, "student preferred", "tie", "teacher preferred"], rows)
+
+
+def _load_eval(run_dir: Path) -> tuple[dict | None, str]:
+    path = run_dir / "eval" / "eval.json"
+    if not path.is_file():
+        return None, "No evaluation yet: `evolvedirector eval RUN_DIR` adds the student against each teacher here."
+    try:
+        results = json.loads(path.read_text())
+        if not isinstance(results, dict) or not isinstance(results.get("items"), list):
+            raise ValueError("not an evaluation result")
+        return results, ""
+    except (ValueError, OSError) as error:
+        return None, f"eval/eval.json could not be read ({type(error).__name__}); run `evolvedirector eval` again."
+
+
+def _eval_section(results: dict | None, note: str, images: _Images) -> str:
+    if results is None:
+        return f'<h2>Student against the teachers</h2><p class="note">{html.escape(note)}</p>'
+    director = results.get("director", {})
+    orders = ", both orders (a verdict that follows the position is a tie)" if director.get("both_orders") else ""
+    about = (f"{results.get('checkpoint')}, round {results.get('round')}, step {results.get('train_step')}; "
+             f"{results.get('n_prompts')} {results.get('prompt_set')} prompts; director {director.get('backend')}"
+             f"{orders}; rates with 95% bootstrap intervals.")
+    parts = [
+        "<h2>Student against the teachers (latest evaluation)</h2>",
+        f'<p class="note">{html.escape(about)}</p>',
+        "<h3>Director verdicts</h3>", _rates_table(results.get("win_rates", {}), "pairs"),
+    ]
+    if results.get("accuracy"):
+        columns = [c for c in (*DOMAINS, "mean") if c in results["accuracy"].get("student", {})]
+        rows = [[model, *(f"{values[c]:.2f}" if c in values else "-" for c in columns)]
+                for model, values in results["accuracy"].items()]
+        parts += ["<h3>Accuracy per domain (the world's exact rules)</h3>", _table(["model", *columns], rows)]
+    frechet = results.get("frechet") or {}
+    fid = results.get("fid") or {}
+    header = ["teacher", str(frechet.get("feature", "FD"))] + (["FID"] if fid else [])
+    rows = []
+    for teacher in results.get("teachers", []):
+        row = [teacher, _fmt(frechet.get("values", {}).get(teacher))]
+        if fid:
+            row.append(_fmt(fid.get("values", {}).get(teacher)))
+        rows.append(row)
+    parts += ["<h3>Fréchet distance, student against each teacher</h3>", _table(header, rows),
+              f'<p class="note">{html.escape(str(frechet.get("feature")))}: '
+              f'{html.escape(str(frechet.get("description")))}.'
+              + ("" if fid else " FID proper is computed when `eval --inception PATH` names an Inception network.")
+              + "</p>"]
+    teachers = results.get("teachers", [])
+    rows = []
+    for item in results["items"][:GRID_ROWS]:
+        row = [item["prompt"], Raw(images.tag(item.get("student_image"), "student", css="grid")
+                                   + _mark(item.get("student_correct")))]
+        for teacher in teachers:
+            entry = item["teachers"].get(teacher, {})
+            outcome = entry.get("outcome")
+            label = {"win": "student wins", "tie": "tie", "lose": "teacher wins"}.get(outcome, "not judged")
+            row.append(Raw(images.tag(entry.get("image"), teacher, css="grid") + _mark(entry.get("correct"))
+                           + f'<br><span class="verdict {html.escape(str(outcome))}">{label}</span>'))
+        rows.append(row)
+    parts += [f"<h3>Samples (first {min(GRID_ROWS, len(results['items']))} of {len(results['items'])} prompts)</h3>",
+              '<p class="note">✓ / ✗: correct by the world\'s rules; the verdict is the director\'s.</p>',
+              _table(["prompt", "student", *teachers], rows)]
+    return "".join(parts)
+
+
+def _mark(correct) -> str:
+    if correct is None:
+        return ""
+    return ' <span class="ok">✓</span>' if correct else ' <span class="bad">✗</span>'
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _ab_section(store: Store) -> str:
+    votes = store.votes()
+    if not votes:
+        return f'<h2>Blind human preference (A/B page)</h2><p class="note">{html.escape(AB_NOTE)}</p>'
+    return (f"<h2>Blind human preference (A/B page)</h2><p class=\"note\">{len(votes)} votes; each shows the "
+            "student's and one teacher's image of a prompt in random order; 95% bootstrap intervals.</p>"
+            + _rates_table(vote_rates(votes), "votes"))
+
+
+def _last_round_section(index: LineageIndex, images: _Images, teachers: list[str]) -> tuple[str, set[int]]:
+    verdicts = [v for vs in index.verdicts.values() for v in vs]
+    if not verdicts:
+        return "", set()
+    last = max(v["round"] for v in verdicts)
+    shown = sorted((v for v in verdicts if v["round"] == last), key=lambda v: v["id"])[:GRID_ROWS]
+    rows = []
+    for verdict in shown:
+        sample = index.samples[verdict["sample_id"]]
+        candidates = {c["teacher"]: c["image_hash"] for c in index.candidates.get(sample.id, [])}
+        candidates.setdefault(sample.teacher, sample.image_hash)
+        row = [Raw(f'<a href="#sample-{sample.id}">#{sample.id}</a> {html.escape(sample.prompt)}'),
+               Raw(images.tag(verdict["student_image"], "student", css="grid"))]
+        for teacher in teachers:
+            tag = images.tag(candidates.get(teacher), teacher, css="grid") if teacher in candidates else Raw("-")
+            chosen = " (trains on)" if teacher == sample.teacher else ""
+            row.append(Raw(tag + html.escape(chosen)))
+        row.append(f"{verdict['winner']} won → {verdict['action']}")
+        rows.append(row)
+    return (f"<h2>Round {last}: what the director judged</h2>"
+            f'<p class="note">The first {len(shown)} judged samples: the student\'s render, and each teacher image '
+            "the sample's selection compared (the one it trains on is marked). The sample links to its lineage.</p>"
+            + _table(["sample", "student", *teachers, "verdict"], rows)), {v["sample_id"] for v in shown}
+
+
+def _lineage_section(index: LineageIndex, images: _Images, wanted: set[int]) -> str:
+    ids = sorted(index.samples)
+    chosen = set(ids) if len(ids) <= LINEAGE_LIMIT else set(ids[-LINEAGE_LIMIT:]) | wanted
+    chosen &= set(ids)
+    parts = ["<h2>Lineage: why each image is in the training set</h2>",
+             f'<p class="note">{len(chosen)} of {len(ids)} samples'
+             + ("" if len(chosen) == len(ids) else " (the newest and those shown above)")
+             + ", newest first. Each entry follows the sample's parents back to a seed prompt.</p>"]
+    for sample_id in sorted(chosen, reverse=True):
+        steps = index.chain(sample_id)
+        head = steps[0].sample
+        parts.append(f'<section class="lineage" id="sample-{head.id}"><h3>sample #{head.id}: '
+                     f"“{html.escape(head.prompt)}” ({html.escape(head.domain)})</h3><ol>")
+        for position, step in enumerate(steps):
+            parts.append("<li>" + _step_html(step, images, chosen, first=position == 0) + "</li>")
+        parts.append("</ol></section>")
+    return "".join(parts)
+
+
+def _step_html(step: Step, images: _Images, rendered: set[int], first: bool) -> str:
+    s = step.sample
+    name = f'<a href="#sample-{s.id}">#{s.id}</a>' if (s.id in rendered and not first) else f"#{s.id}"
+    text = [images.tag(s.image_hash, s.teacher, embed=False, css="thumb"),
+            f"{name} “{html.escape(s.prompt)}”: {html.escape(step.origin)}. "
+            f"It {html.escape(step.selection)}."]
+    if step.cause is not None:
+        text.append(" The student's render in that verdict: "
+                    + images.tag(step.cause["student_image"], "student render", embed=False, css="thumb") + ".")
+    if first and len(step.candidates) > 1:
+        text.append(" Compared: " + " ".join(
+            images.tag(c["image_hash"], c["teacher"], embed=False, css="thumb")
+            + html.escape(c["teacher"] + (" (chosen)" if c["chosen"] else "")) for c in step.candidates))
+    if step.judgements:
+        text.append(" Judged: " + html.escape("; ".join(describe_verdict(v) for v in step.judgements)) + ".")
+    text.append(f" Now: {html.escape(step.fate)}.")
+    return "".join(text)
+
+
+STYLE = """body{font-family:sans-serif;margin:2em;max-width:1400px}
+table{border-collapse:collapse;margin:1em 0}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;vertical-align:top}
+td:first-child,th:first-child{text-align:left}.note{color:#555}img.grid{width:96px;image-rendering:pixelated}
+img.thumb{width:40px;image-rendering:pixelated;vertical-align:middle;margin:0 4px}
+.ok{color:#080}.bad{color:#b00}.verdict{font-size:85%}.win{color:#080}.lose{color:#b00}.missing{color:#999}
+section.lineage{border-top:1px solid #ddd;padding:.3em 0}section.lineage:target{background:#ffd}
+section.lineage h3{font-size:100%;margin:.4em 0}section.lineage li{margin:.3em 0}"""
 
 
 def write_report(store: Store, run_dir: Path) -> Path:
@@ -75,28 +364,33 @@ def write_report(store: Store, run_dir: Path) -> Path:
     rounds = store.rounds()
     plot_path = run_dir / "report.png"
     plot_rounds(rounds, plot_path)
-    round_rows = []
-    for r in rounds:
-        accuracy = r["metrics"].get("accuracy", {})
-        round_rows.append([
-            r["round"], r["set_size"], r["added"], r["deleted"], r["mutated"], r["judged"],
-            f"{r['teacher_wins'] / r['judged']:.2f}" if r["judged"] else "-",
-            r["metrics"].get("calls", ""), f"{r['metrics'].get('dollars', 0):.2f}", r["train_step"],
-            *(f"{accuracy[d]:.2f}" if d in accuracy else "-" for d in (*DOMAINS, "mean")),
-        ])
-    selection = [[row["domain"], row["teacher"], row["n"]] for row in store.selection_counts()]
-    image = base64.b64encode(plot_path.read_bytes()).decode()
+    images = _Images(run_dir)
+    index = LineageIndex.from_store(store)
+    results, note = _load_eval(run_dir)
+    teachers = sorted({s.teacher for s in index.samples.values()}
+                      | {c["teacher"] for cs in index.candidates.values() for c in cs})
+    if results:
+        teachers = list(dict.fromkeys([*results.get("teachers", []), *teachers]))
+    last_round, shown = _last_round_section(index, images, teachers)
+    try:
+        evaluation = _eval_section(results, note, images)
+    except (KeyError, TypeError, AttributeError, ValueError) as error:
+        # A damaged eval.json must not stop the loop, which rebuilds this page after every round.
+        evaluation = _eval_section(None, f"eval/eval.json is damaged ({type(error).__name__}); "
+                                         "run `evolvedirector eval` again.", images)
+    plot = base64.b64encode(plot_path.read_bytes()).decode()
+    name = html.escape(run_dir.name)
     page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>EvolveDirector run: {html.escape(run_dir.name)}</title>
-<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}</style></head><body>
-<h1>EvolveDirector run: {html.escape(run_dir.name)}</h1>
-<img src="data:image/png;base64,{image}" alt="series per round">
-<h2>Rounds</h2>
-{_table(["round", "set", "added", "deleted", "mutated", "judged", "teacher-win", "calls", "spend $", "step",
-         *DOMAINS, "mean"], round_rows)}
-<h2>Training samples per domain and teacher (all rounds)</h2>
-{_table(["domain", "teacher", "samples"], selection)}
+<html><head><meta charset="utf-8"><title>EvolveDirector run: {name}</title>
+<style>{STYLE}</style></head><body>
+<h1>EvolveDirector run: {name}</h1>
+<img src="data:image/png;base64,{plot}" alt="series per round">
+{_rounds_section(rounds)}
+{evaluation}
+{_selection_section(store)}
+{_ab_section(store)}
+{last_round}
+{_lineage_section(index, images, shown)}
 </body></html>
 """
     target = run_dir / "report.html"

@@ -15,9 +15,15 @@ These tables tell the whole story of a run:
   run polls that id instead of paying for a new job. `billed` says whether the row counts as
   spend: pending and done calls do, failed ones only when the provider billed them anyway.
 - `teacher_faults`: how many faults of each kind (429, 5xx, timeout, ...) each teacher met.
+- `ab_votes`: blind human preferences from the A/B page (`evolvedirector ab`): for one prompt,
+  the student's image against one teacher's, which side the student was shown on, and the choice.
 
-The loop is the only writer (WAL mode lets readers such as `evolvedirector status` look at a
-live run without blocking it).
+The loop is the only writer of the dynamic set (WAL mode lets readers such as `evolvedirector
+status` look at a live run without blocking it); `evolvedirector eval` adds ledger rows and the
+A/B page adds votes, each in short transactions that wait for the loop's (busy timeout).
+
+Schema changes are additive only (`CREATE ... IF NOT EXISTS`, run on every open), so a store
+written by an older version opens unchanged and gains the new tables.
 """
 
 from __future__ import annotations
@@ -94,6 +100,17 @@ CREATE TABLE IF NOT EXISTS teacher_faults (
     kind TEXT NOT NULL,
     count INTEGER NOT NULL,
     PRIMARY KEY (teacher, kind)
+);
+CREATE TABLE IF NOT EXISTS ab_votes (
+    id INTEGER PRIMARY KEY,
+    created_at REAL NOT NULL,
+    prompt TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    teacher TEXT NOT NULL,
+    student_image TEXT NOT NULL,
+    teacher_image TEXT NOT NULL,
+    student_side TEXT NOT NULL CHECK (student_side IN ('left', 'right')),
+    preferred TEXT NOT NULL CHECK (preferred IN ('student', 'teacher', 'tie'))
 );
 """
 
@@ -226,6 +243,18 @@ class Store:
             chain.append(self.sample(chain[-1].parent_id))
         return chain
 
+    def all_samples(self) -> list[Sample]:
+        """Every sample ever added, deleted ones included, in id order (for the report's lineage)."""
+        return [Sample(**dict(row)) for row in self.conn.execute("SELECT * FROM samples ORDER BY id")]
+
+    def all_verdicts(self) -> list[dict]:
+        return [dict(row) for row in self.conn.execute("SELECT * FROM verdicts ORDER BY id")]
+
+    def all_candidates(self) -> list[dict]:
+        """Every teacher image the director chose among, with `chosen` 1 for the one kept."""
+        rows = self.conn.execute("SELECT * FROM candidates ORDER BY sample_id, teacher")
+        return [dict(row) for row in rows]
+
     def count_samples(self) -> int:
         return self.conn.execute("SELECT COUNT(*) AS n FROM samples").fetchone()["n"]
 
@@ -322,6 +351,25 @@ class Store:
     def count_fault(self, teacher: str, kind: str) -> None:
         with self._transaction():
             ledger_count_fault(self.conn, teacher, kind)
+
+    # -- blind human preference (the A/B page) --------------------------------------------------
+
+    def add_vote(
+        self, *, prompt: str, domain: str, teacher: str, student_image: str, teacher_image: str,
+        student_side: str, preferred: str,
+    ) -> int:
+        """Record one human choice between the student's and a teacher's image; returns its id."""
+        with self._transaction():
+            cursor = self.conn.execute(
+                "INSERT INTO ab_votes (created_at, prompt, domain, teacher, student_image, teacher_image,"
+                " student_side, preferred) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (time.time(), prompt, domain, teacher, student_image, teacher_image, student_side, preferred),
+            )
+        return cursor.lastrowid
+
+    def votes(self) -> list[dict]:
+        rows = self.conn.execute("SELECT * FROM ab_votes ORDER BY id").fetchall()
+        return [dict(row) for row in rows]
 
     def fault_counts(self) -> dict[str, dict[str, int]]:
         """{teacher: {fault kind: count}}, for `evolvedirector status` and the report."""

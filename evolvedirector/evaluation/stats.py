@@ -1,0 +1,53 @@
+"""Win / tie / lose rates with bootstrap confidence intervals.
+
+Used for the director's verdicts in `evolvedirector eval` and for the human votes of the A/B
+page. The unit that is resampled is one judged pair (a prompt against one teacher); pairs are
+drawn with replacement and each rate's interval is the percentile interval of its resampled
+values. With few pairs the intervals are wide, which is the point of showing them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+OUTCOMES = ("win", "tie", "lose")  # from the student's side
+
+
+def outcome_rates(
+    outcomes: Sequence[str], *, resamples: int = 1000, level: float = 0.95, seed: int = 0,
+) -> dict:
+    """{"n": n, "win": {"rate", "low", "high"}, "tie": ..., "lose": ...} for outcomes in OUTCOMES.
+
+    The same outcomes and seed always give the same intervals, so reports are reproducible.
+    """
+    unknown = set(outcomes) - set(OUTCOMES)
+    if unknown:
+        raise ValueError(f"outcomes must be among {OUTCOMES}, got {sorted(unknown)}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    if resamples < 1:
+        raise ValueError(f"resamples must be at least 1, got {resamples}")
+    n = len(outcomes)
+    result: dict = {"n": n}
+    if n == 0:
+        for name in OUTCOMES:
+            result[name] = {"rate": None, "low": None, "high": None}
+        return result
+    codes = np.array([OUTCOMES.index(o) for o in outcomes])
+    rng = np.random.default_rng(seed)
+    drawn = codes[rng.integers(0, n, size=(resamples, n))]
+    tail = (1 - level) / 2 * 100
+    for k, name in enumerate(OUTCOMES):
+        resampled = (drawn == k).mean(axis=1)
+        low, high = np.percentile(resampled, [tail, 100 - tail])
+        result[name] = {"rate": float((codes == k).mean()), "low": float(low), "high": float(high)}
+    return result
+
+
+def format_rate(cell: dict) -> str:
+    """0.42 [0.30, 0.55], or - when there is nothing to rate."""
+    if cell.get("rate") is None:
+        return "-"
+    return f"{cell['rate']:.2f} [{cell['low']:.2f}, {cell['high']:.2f}]"
