@@ -1,3 +1,4 @@
+import json
 import math
 
 import pytest
@@ -33,7 +34,7 @@ def test_loop_arm_stays_within_budget_and_trains_the_matched_steps(tmp_path):
 
 def test_command_prints_the_machine_readable_last_line(tmp_path):
     result = CliRunner().invoke(app, ["bench", "efficiency", "--quick", "--steps", "2", "--ladder", "24,48",
-                                      "--out", str(tmp_path)])
+                                      "--out", str(tmp_path), "--jobs", "2"])
     assert result.exit_code == 0, result.output
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("efficiency ratio=") and " student=" in last and " best_teacher=" in last
@@ -41,3 +42,7 @@ def test_command_prints_the_machine_readable_last_line(tmp_path):
     assert 0.6 < best_teacher < 0.8  # quill's table mean is 0.72
     assert (tmp_path / "results.json").exists() and (tmp_path / "efficiency.png").exists()
     assert QUICK.ablation_budget is None
+    results = json.loads((tmp_path / "results.json").read_text())
+    # Two budgets, each with the loop and every naive arm of --quick, from worker processes.
+    assert sorted((r["arm"], r["budget"]) for r in results) == sorted(
+        (arm, budget) for budget in (24, 48) for arm in ("loop", *(f"naive-{t}" for t in QUICK.naive_teachers)))
