@@ -38,7 +38,7 @@ from evolvedirector.evaluation.heldout import evaluate_student
 from evolvedirector.evaluation.report import write_report
 from evolvedirector.store import ImageStore, NewSample, RoundRecord, Sample, Store, VerdictRecord, write_atomic
 from evolvedirector.store.images import png_bytes
-from evolvedirector.student import Student, from_pixels
+from evolvedirector.student import Student
 from evolvedirector.teachers import ImageRequest, Ledger, build_teacher
 from evolvedirector.trainer import Trainer
 from evolvedirector.world import grammar
@@ -100,9 +100,10 @@ class Evolution:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)  # the same seed gives the same initial student
         self.student = Student(config.student, config.world.image_size)
-        self.trainer = Trainer(self.student, config.train, seed=config.seed, device=config.device)
+        # Text features (and VAE latents at full scale) are cached on disk beside the run.
+        self.trainer = Trainer(self.student, config.train, seed=config.seed, device=config.device,
+                               cache_dir=self.run_dir / "features", images=self.images)
         self.director = build_director(config.director, seed=config.seed, exclude=self.heldout)
-        self._pixels: dict[str, torch.Tensor] = {}  # image hash -> [-1, 1] tensor, for training
 
     # -- the run ------------------------------------------------------------------------------
 
@@ -307,11 +308,6 @@ class Evolution:
 
     def train_on_set(self, samples: list[Sample], steps: int, label: str) -> float:
         """`steps` optimizer steps on these samples, with a progress bar; returns the mean loss."""
-        for sample in samples:
-            if sample.image_hash not in self._pixels:
-                self._pixels[sample.image_hash] = from_pixels([self.images.get(sample.image_hash)])[0]
-        images = torch.stack([self._pixels[s.image_hash] for s in samples])
-        prompts = [s.prompt for s in samples]
         with progress_bar(self.console) as progress:
             task = progress.add_task(f"{label}: training", total=steps, info="")
             recent: list[float] = []
@@ -320,7 +316,7 @@ class Evolution:
                 recent.append(loss)
                 progress.update(task, advance=1, info=f"loss {np.mean(recent[-20:]):.4f}")
 
-            return self.trainer.train(images, prompts, steps, on_step=on_step)
+            return self.trainer.train_on_samples(samples, steps, version=self.store.last_round(), on_step=on_step)
 
     def _metrics(self, accuracy: dict, loss: float | None) -> dict:
         calls, dollars = self.store.spend()

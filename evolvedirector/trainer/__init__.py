@@ -1,5 +1,17 @@
-"""The trainer: an explicit training loop on accelerate, with checkpoints that resume."""
+"""The trainer: an explicit training loop on accelerate, with checkpoints that resume exactly,
+a feature cache, aspect-bucket batches, model-FLOP counting, and a multi-process launcher
+(`python -m evolvedirector.trainer.launch`, under `accelerate launch`).
 
-from evolvedirector.trainer.trainer import Trainer
+`Trainer` loads torch, accelerate and diffusers, so it is imported on first use.
+"""
+
+
+def __getattr__(name: str):
+    if name == "Trainer":
+        from evolvedirector.trainer.trainer import Trainer
+
+        return Trainer
+    raise AttributeError(f"module 'evolvedirector.trainer' has no attribute {name!r}")
+
 
 __all__ = ["Trainer"]

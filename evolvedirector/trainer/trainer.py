@@ -1,82 +1,299 @@
-"""The training loop, written out: sample a batch from the current set, step, update the EMA.
+"""The training loop, written out: agree on the set, draw this process's shard of the step's
+batch, step, update the EMA. Read `_train` top to bottom.
 
-`accelerate` owns the device and the (optional) distributed wrapping; on a CPU it is one process
-and adds nothing but the device placement. A checkpoint is a folder with the trained and EMA
-transformers (diffusers format) and `trainer_state.pt` (optimizer, learning-rate schedule and
-step), loaded with `weights_only=True` so a checkpoint can never run code.
+`accelerate` owns the processes and the devices. One process on a CPU is plain PyTorch; under
+`accelerate launch` the distributed strategy comes from accelerate's own config and flags (DDP,
+or FSDP version 2 over GPUs and nodes), mixed precision (`train.mixed_precision`) and gradient
+checkpointing (`train.gradient_checkpointing`) from the run's config.
+
+Determinism, which makes resumes exact: every random draw of a step (which samples, which
+noise, which timesteps, which captions are dropped) comes from generators seeded by (seed,
+step[, rank]) alone, so the step is the whole data position. The set is agreed at each call of
+`train_on_samples`: the main process's version is broadcast, so every process switches to the
+same version at the same step. Only the main process writes checkpoints.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DistributedType
+from accelerate.utils import broadcast_object_list, gather_object
 from diffusers.optimization import get_constant_schedule_with_warmup
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_model_state_dict, set_state_dict
 
-from evolvedirector.student import Student
+from evolvedirector.store.images import ImageStore
+from evolvedirector.student.buckets import buckets_at
+from evolvedirector.trainer import checkpoint as ckpt
+from evolvedirector.trainer.features import CachedTextEncoder, FeatureCache, ImageFeatures, module_identity
+from evolvedirector.trainer.sampling import BucketBatchSampler, seed_for
+
+
+@dataclass
+class TrainingSet:
+    """One version of the set, as the loop trains on it: per sample its id, prompt and image
+    size, and a loader of model-space tensors for some samples at one bucket's size."""
+
+    version: int | None
+    ids: list[int]
+    prompts: list[str]
+    sizes: list[tuple[int, int]]
+    load: Callable[[list[int], tuple[int, int]], torch.Tensor]
+
+
+def build_optimizer(model: torch.nn.Module, config) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, eps=config.adam_eps)
+
+
+class EMA:
+    """Exponential moving average of the trained weights, one shadow tensor per parameter.
+
+    Without FSDP the shadows are the parameters of `student.ema_model` itself (it draws images at
+    once); under FSDP each process keeps the EMA of its own shard, and `gather` assembles it.
+    The warm-up keeps early EMA weights from being mostly the random initialisation.
+    """
+
+    def __init__(self, trained: list[torch.Tensor], shadows: list[torch.Tensor], decay: float):
+        if [t.shape for t in trained] != [s.shape for s in shadows]:
+            raise ValueError("EMA shadows do not match the trained parameters")
+        self.trained, self.shadows, self.decay = trained, shadows, decay
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        torch._foreach_lerp_(self.shadows, [p.detach() for p in self.trained], 1.0 - decay)
 
 
 class Trainer:
-    def __init__(self, student: Student, config, *, seed: int = 0, device: str = "auto"):
+    def __init__(self, student, config, *, seed: int = 0, device: str = "auto", cache_dir: Path | None = None,
+                 images: ImageStore | None = None):
         self.student = student
         self.config = config
         self.seed = seed
-        self.accelerator = Accelerator(cpu=device == "cpu" or (device == "auto" and not torch.cuda.is_available()))
-        optimizer = torch.optim.AdamW(
-            student.model.parameters(), lr=config.lr, weight_decay=config.weight_decay, eps=config.adam_eps
+        self.accelerator = Accelerator(
+            cpu=device == "cpu" or (device == "auto" and not torch.cuda.is_available()),
+            mixed_precision=config.mixed_precision,
         )
-        schedule = get_constant_schedule_with_warmup(optimizer, num_warmup_steps=config.warmup_steps)
-        self.model, self.optimizer, self.schedule = self.accelerator.prepare(student.model, optimizer, schedule)
-        student.ema_model.to(self.accelerator.device)
+        self.fsdp = self.accelerator.distributed_type == DistributedType.FSDP
+        if self.fsdp and not self.accelerator.is_fsdp2:
+            raise ValueError("FSDP needs fsdp_version: 2 in the accelerate config (the trainer's EMA and "
+                             "checkpoints read parameters as DTensors)")
+        # Features: text states (and VAE latents) cached on disk beside the run; pixels in memory.
+        self.features = FeatureCache(cache_dir)
+        if not isinstance(student.text, CachedTextEncoder):
+            student.text = CachedTextEncoder(student.text, self.features)
+        self.image_store = images
+        self.image_features = None if images is None else self._image_features(images)
+        self.buckets()  # a bad bucket table fails here, not at the first step
+        if config.gradient_checkpointing:
+            student.model.enable_gradient_checkpointing()
+
+        self.raw_optimizer = build_optimizer(student.model, config)
+        # The schedule counts optimizer steps whatever the number of processes, so it is stepped
+        # here rather than prepared (accelerate would step it once per process).
+        self.schedule = get_constant_schedule_with_warmup(self.raw_optimizer, num_warmup_steps=config.warmup_steps)
+        self.model, self.optimizer = self.accelerator.prepare(student.model, self.raw_optimizer)
+        student.ema_model.to(self.device)
+        trained = list(self.model.parameters())
+        shadows = [p.detach().clone() for p in trained] if self.fsdp else list(student.ema_model.parameters())
+        self.ema = EMA(trained, shadows, student.config.ema_decay)
         self.step = 0
+        self.version: int | None = None  # the set version trained on last
+        self.batch_log: list[dict] | None = None  # set to a list to record (step, version, rank, ids)
 
     @property
     def device(self) -> torch.device:
         return self.accelerator.device
 
+    @property
+    def rank(self) -> int:
+        return self.accelerator.process_index
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def buckets(self) -> tuple[tuple[int, int], ...]:
+        """The shapes batches are drawn in: the student's square canvas (single scale), or PixArt's
+        aspect buckets scaled to it."""
+        side = self.student.image_size
+        if not self.config.multi_aspect:
+            return ((side, side),)
+        buckets = buckets_at(side)
+        space = getattr(self.student, "space", None)
+        cell = getattr(space, "pixels_per_cell", 1) * self.student.model.config.patch_size
+        for height, width in buckets:
+            if height % cell or width % cell:
+                raise ValueError(f"train.multi_aspect: bucket {height}x{width} at a {side}-px base is not a "
+                                 f"multiple of {cell} pixels (latent cell x patch size)")
+        return buckets
+
+    # -- training --------------------------------------------------------------------------
+
     def train(self, images: torch.Tensor, prompts: list[str], steps: int,
               on_step: Callable[[float], None] | None = None) -> float:
-        """`steps` optimizer steps on batches drawn uniformly from (images, prompts); mean loss."""
+        """`steps` optimizer steps on an in-memory set: `images` (N, C, H, W) in model space, one
+        per prompt. Returns the mean loss."""
         if len(prompts) != len(images) or not prompts:
             raise ValueError(f"need as many prompts as images, and at least one (got {len(prompts)}, {len(images)})")
-        # One generator per call, seeded by the global step: a resumed run draws the same batches.
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.step)
-        images = images.to(self.device)
+        size = tuple(images.shape[-2:])
+        data = TrainingSet(None, list(range(len(prompts))), list(prompts), [size] * len(prompts),
+                           lambda index, bucket: images[index])
+        return self._train(data, steps, on_step, buckets=(size,))
+
+    def train_on_samples(self, samples: list, steps: int, *, version: int | None = None,
+                         on_step: Callable[[float], None] | None = None) -> float:
+        """`steps` optimizer steps on one version of the store's set (samples with id, prompt and
+        image_hash). Under several processes the main process's (version, samples) is used by
+        all: they switch versions together, at this step."""
+        if self.image_features is None:
+            raise ValueError("Trainer was built without an image store; pass images=ImageStore(...)")
+        rows = [(s.id, s.prompt, s.image_hash) for s in samples]
+        version, rows = self._from_main((version, rows))
+        if not rows:
+            raise ValueError(f"set version {version} is empty: nothing to train on")
+        hashes = [h for _, _, h in rows]
+        sizes = [self.image_features.image_size(h) for h in hashes]
+        data = TrainingSet(version, [i for i, _, _ in rows], [p for _, p, _ in rows], sizes,
+                           lambda index, bucket: self.image_features.get([hashes[i] for i in index], bucket))
+        return self._train(data, steps, on_step, buckets=self.buckets())
+
+    def _train(self, data: TrainingSet, steps: int, on_step, buckets) -> float:
+        sampler = BucketBatchSampler(data.sizes, buckets, self.config.batch_size,
+                                     self.accelerator.num_processes, self.seed)
+        self.version = data.version
         self.model.train()
         total = 0.0
         for _ in range(steps):
-            index = torch.randint(0, len(prompts), (self.config.batch_size,), generator=generator)
-            loss = self.student.loss(
-                self.model, images[index.to(self.device)], [prompts[i] for i in index.tolist()], generator,
-                self.config.caption_dropout,
-            )
+            # This process's slice of the step's global batch, all of one shape.
+            bucket, index = sampler.local_batch(self.step, self.rank)
+            index = index.tolist()
+            x = data.load(index, bucket).to(self.device)
+            prompts = [data.prompts[i] for i in index]
+            if self.batch_log is not None:
+                self.batch_log.append({"step": self.step, "version": data.version, "rank": self.rank,
+                                       "bucket": list(bucket), "ids": [data.ids[i] for i in index]})
+            # Noise, timesteps and caption dropout: seeded by (seed, step, rank), so a resumed run
+            # draws the same ones and each process draws its own.
+            generator = torch.Generator().manual_seed(seed_for(self.seed, "noise", self.step, self.rank))
+
+            loss = self.student.loss(self.model, x, prompts, generator, self.config.caption_dropout)
             self.accelerator.backward(loss)
             self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
             self.optimizer.step()
             self.schedule.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
-            self.student.update_ema(self.accelerator.unwrap_model(self.model), self.step)
-            total += loss.item()
+            self.ema.update(self.step)
+
+            mean_loss = self.accelerator.reduce(loss.detach(), reduction="mean").item()
+            total += mean_loss
             if on_step is not None:
-                on_step(loss.item())
+                on_step(mean_loss)
+        if self.fsdp:
+            self.sync_ema()  # the student draws with the EMA: give it the gathered weights
         return total / max(steps, 1)
 
+    # -- checkpoints -----------------------------------------------------------------------
+
     def save(self, folder: Path) -> None:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.student.save_weights(folder)
-        torch.save(
-            {"optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(), "step": self.step},
-            folder / "trainer_state.pt",
+        """Write a checkpoint to `folder` (see `checkpoint.py`). Every process calls it (gathering
+        sharded state is collective); the main process writes."""
+        model_state, optimizer_state = get_state_dict(
+            self.model, self.raw_optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
         )
+        ema_state = self._ema_state(model_state)
+        rng = gather_object([ckpt.rng_state()]) if self.accelerator.num_processes > 1 else [ckpt.rng_state()]
+        if self.is_main:
+            folder = Path(folder)
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            ckpt.write_model_folder(unwrapped, model_state, folder / "transformer")
+            ckpt.write_model_folder(unwrapped, ema_state, folder / "transformer_ema")
+            torch.save({
+                "format": 2, "step": self.step, "version": self.version, "seed": self.seed,
+                "optimizer": optimizer_state, "schedule": self.schedule.state_dict(), "rng": rng,
+            }, folder / ckpt.STATE)
+        self.accelerator.wait_for_everyone()
 
     def load(self, folder: Path) -> None:
+        """Restore weights, EMA, optimizer, schedule, step, set version and RNG from `folder`."""
         folder = Path(folder)
-        self.student.load_weights(folder)
-        state = torch.load(folder / "trainer_state.pt", map_location="cpu", weights_only=True)
-        self.optimizer.load_state_dict(state["optimizer"])
+        state = ckpt.read_state(folder)
+        model_state = ckpt.read_model_state(folder / "transformer")
+        ema_state = ckpt.read_model_state(folder / "transformer_ema")
+        options = StateDictOptions(full_state_dict=True)
+        if self.fsdp:
+            # Shard the EMA exactly as the parameters: load it as the model, copy the shards out.
+            set_model_state_dict(self.model, ema_state, options=options)
+            with torch.no_grad():
+                torch._foreach_copy_(self.ema.shadows, [p.detach() for p in self.model.parameters()])
+        else:
+            self.student.ema_model.load_state_dict(ema_state)
+        set_state_dict(self.model, self.raw_optimizer, model_state_dict=model_state,
+                       optim_state_dict=state["optimizer"], options=options)
         self.schedule.load_state_dict(state["schedule"])
         self.step = int(state["step"])
+        self.version = state["version"]
+        # Global RNG (nothing in a step draws from it, but a student with dropout would): restored
+        # when the checkpoint had as many processes, each from its own.
+        if len(state["rng"]) == self.accelerator.num_processes:
+            ckpt.set_rng_state(state["rng"][self.rank])
+        if self.fsdp:
+            self.sync_ema()
+
+    def save_checkpoint(self, root: Path, keep: int = 2) -> Path:
+        """Save `root/step-N` (temporary folder, then rename) and point `root/latest` at it."""
+        root = Path(root)
+        name = ckpt.checkpoint_name(self.step)
+        tmp = root / f".tmp-{name}"
+        if self.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)  # left by a crash mid-save
+        self.accelerator.wait_for_everyone()
+        self.save(tmp)
+        if self.is_main:
+            ckpt.publish(tmp, root, name, keep=keep)
+        self.accelerator.wait_for_everyone()
+        return root / name
+
+    def resume(self, root: Path) -> bool:
+        """Load the checkpoint `root/latest` names, if there is one."""
+        folder = ckpt.latest(root)
+        if folder is None:
+            return False
+        self.load(folder)
+        return True
+
+    # -- the pieces ------------------------------------------------------------------------
+
+    def sync_ema(self) -> None:
+        """Under FSDP, gather the sharded EMA into `student.ema_model` (collective)."""
+        if self.fsdp:
+            self.student.ema_model.load_state_dict(self._ema_state(None), strict=False)
+
+    def _ema_state(self, model_state: dict | None) -> dict[str, torch.Tensor]:
+        if not self.fsdp:
+            return self.student.ema_model.state_dict()
+        names = [name for name, _ in self.accelerator.unwrap_model(self.model).named_parameters()]
+        state = dict(model_state or {})  # buffers come from the model
+        state.update({name: s.full_tensor().cpu() for name, s in zip(names, self.ema.shadows)})
+        return state
+
+    def _from_main(self, payload):
+        """The main process's `payload`, on every process."""
+        if self.accelerator.num_processes == 1:
+            return payload
+        box = [payload if self.is_main else None]
+        broadcast_object_list(box, from_process=0)
+        return box[0]
+
+    def _image_features(self, images: ImageStore) -> ImageFeatures:
+        space = getattr(self.student, "space", None)
+        vae = getattr(space, "vae", None)
+        if vae is None:
+            return ImageFeatures(images, self.features, encode=None)
+        return ImageFeatures(images, self.features, encode=self.student.encode_images,
+                             identity=module_identity(vae, getattr(space, "scale", None)))

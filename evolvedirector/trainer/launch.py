@@ -1,0 +1,91 @@
+"""Train a run's student on its dynamic set, on one process or many:
+
+    accelerate launch [accelerate's flags: --multi_gpu, --use_fsdp --fsdp_version 2, --num_machines ...] \\
+        -m evolvedirector.trainer.launch RUN_DIR --steps N
+
+The set is read from RUN_DIR's store (by the main process only; the others receive it) at chunk
+boundaries, every `train.steps_per_round` steps: chunk k trains on version min(k, last committed
+round). On a finished run that retraces the set's history as the loop trained on it; beside a
+live loop it follows the newest committed version. After every chunk the main process writes a
+checkpoint into RUN_DIR/trainer/ and points `latest` at it; the same command run again resumes
+there, with the same batches, noise and set versions as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m evolvedirector.trainer.launch", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path, help="a run folder (config.yaml, evolve.db, images/)")
+    parser.add_argument("--steps", type=int, required=True, help="train until this global step")
+    parser.add_argument("--out", type=Path, default=None, help="checkpoint folder (default RUN_DIR/trainer)")
+    parser.add_argument("--chunk", type=int, default=None,
+                        help="steps per set version and checkpoint (default train.steps_per_round)")
+    parser.add_argument("--stop-after", type=int, default=None,
+                        help="leave after this many steps of this invocation (at a checkpoint); run again to resume")
+    parser.add_argument("--batch-log", type=Path, default=None,
+                        help="append each step's (version, rank, sample ids) to DIR/batches-rank<R>.jsonl")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download weights at run time
+
+    import torch
+
+    from evolvedirector.config import load_config
+    from evolvedirector.store import ImageStore, Store
+    from evolvedirector.student import Student
+    from evolvedirector.trainer.trainer import Trainer
+
+    run_dir = args.run_dir
+    if not (run_dir / "evolve.db").is_file() or not (run_dir / "config.yaml").is_file():
+        parser.error(f"{run_dir} is not a run folder (it needs config.yaml and evolve.db)")
+    config = load_config(run_dir / "config.yaml", overrides={"out": str(run_dir)})
+    chunk = args.chunk or config.train.steps_per_round
+    if chunk < 1 or args.steps < 0:
+        parser.error("--chunk must be >= 1 and --steps >= 0")
+    out = args.out or run_dir / "trainer"
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)  # the same initial student on every process
+    student = Student(config.student, config.world.image_size)
+    trainer = Trainer(student, config.train, seed=config.seed, device=config.device,
+                      cache_dir=run_dir / "features", images=ImageStore(run_dir / "images"))
+    if args.batch_log is not None:
+        trainer.batch_log = []
+    store = Store(run_dir / "evolve.db") if trainer.is_main else None  # one reader; the rest are told
+    if trainer.resume(out) and trainer.is_main:
+        print(f"resumed from {out / 'latest'}: step {trainer.step}", flush=True)
+
+    started = trainer.step
+    while trainer.step < args.steps:
+        if args.stop_after is not None and trainer.step - started >= args.stop_after:
+            break
+        # A chunk ends at the next multiple of `chunk`, so a resumed run realigns with the schedule.
+        steps = min(chunk - trainer.step % chunk, args.steps - trainer.step)
+        version, samples = None, []
+        if store is not None:
+            last = store.last_round()
+            if last is None:
+                raise SystemExit(f"error: {run_dir} has no committed round yet (no set to train on)")
+            version = min(trainer.step // chunk, last)
+            samples = store.active_samples(at_round=version)
+        loss = trainer.train_on_samples(samples, steps, version=version)
+        trainer.save_checkpoint(out)
+        if trainer.is_main:
+            print(f"step {trainer.step} | set version {trainer.version} | loss {loss:.4f}", flush=True)
+
+    if trainer.batch_log is not None:
+        args.batch_log.mkdir(parents=True, exist_ok=True)
+        with open(args.batch_log / f"batches-rank{trainer.rank}.jsonl", "a") as log:
+            log.writelines(json.dumps(entry) + "\n" for entry in trainer.batch_log)
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
+
+
+if __name__ == "__main__":
+    main()
