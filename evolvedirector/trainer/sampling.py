@@ -31,9 +31,12 @@ def seed_for(*parts: object) -> int:
 
 class BucketBatchSampler:
     def __init__(self, sizes: Sequence[tuple[int, int]], buckets: Sequence[tuple[int, int]], batch_size: int,
-                 num_processes: int = 1, seed: int = 0):
+                 num_processes: int = 1, seed: int = 0, weights: Sequence[float] | None = None):
+        """`weights`: each sample's relative chance of being drawn (None: all equal)."""
         if not sizes:
             raise ValueError("cannot sample batches from an empty set")
+        if weights is not None and (len(weights) != len(sizes) or not all(w > 0 for w in weights)):
+            raise ValueError(f"need one positive weight per sample ({len(sizes)}), got {len(weights)}")
         if batch_size < 1 or num_processes < 1:
             raise ValueError(f"batch_size and num_processes must be >= 1, got {batch_size}, {num_processes}")
         self.buckets = tuple(buckets)
@@ -45,7 +48,11 @@ class BucketBatchSampler:
             members.setdefault(nearest_bucket(height, width, self.buckets), []).append(index)
         self.bucket_of_group = [bucket for bucket in self.buckets if bucket in members]
         self.members = [torch.tensor(members[bucket]) for bucket in self.bucket_of_group]
-        self.weights = torch.tensor([len(m) for m in self.members], dtype=torch.float64)
+        self.sample_weights = None if weights is None else torch.tensor(weights, dtype=torch.float64)
+        self.weights = torch.stack([  # a bucket's chance: its share of all the weight
+            torch.tensor(float(len(m)), dtype=torch.float64) if weights is None else self.sample_weights[m].sum()
+            for m in self.members
+        ])
 
     def global_batch(self, step: int) -> tuple[tuple[int, int], torch.Tensor]:
         """(bucket, indices of batch_size x num_processes samples) for this step; the same everywhere."""
@@ -53,6 +60,11 @@ class BucketBatchSampler:
         group = int(torch.multinomial(self.weights, 1, generator=generator)) if len(self.members) > 1 else 0
         members = self.members[group]
         wanted = self.batch_size * self.num_processes
+        if self.sample_weights is not None:
+            # With replacement: drawn without it, a heavily weighted small group runs out within a
+            # batch and gets less than its share.
+            within = torch.multinomial(self.sample_weights[members], wanted, replacement=True, generator=generator)
+            return self.bucket_of_group[group], members[within]
         if len(members) >= wanted:
             chosen = torch.randperm(len(members), generator=generator)[:wanted]
         else:  # a small set: repeats are unavoidable

@@ -16,6 +16,7 @@ same version at the same step. Only the main process writes checkpoints.
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ class TrainingSet:
     prompts: list[str]
     sizes: list[tuple[int, int]]
     load: Callable[[list[int], tuple[int, int]], torch.Tensor]
+    weights: list[float] | None = None  # each sample's relative chance of being drawn (None: equal)
 
 
 def build_optimizer(model: torch.nn.Module, config) -> torch.optim.Optimizer:
@@ -152,19 +154,24 @@ class Trainer:
         all: they switch versions together, at this step."""
         if self.image_features is None:
             raise ValueError("Trainer was built without an image store; pass images=ImageStore(...)")
-        rows = [(s.id, s.prompt, s.image_hash) for s in samples]
+        rows = [(s.id, s.prompt, s.image_hash, s.domain) for s in samples]
         version, rows = self._from_main((version, rows))
         if not rows:
             raise ValueError(f"set version {version} is empty: nothing to train on")
-        hashes = [h for _, _, h in rows]
+        hashes = [h for _, _, h, _ in rows]
         sizes = [self.image_features.image_size(h) for h in hashes]
-        data = TrainingSet(version, [i for i, _, _ in rows], [p for _, p, _ in rows], sizes,
-                           lambda index, bucket: self.image_features.get([hashes[i] for i in index], bucket))
+        weights = None
+        if self.config.balance_domains:
+            # Each domain gets an equal share of the batches, however many samples it holds.
+            per_domain = Counter(domain for *_, domain in rows)
+            weights = [1.0 / per_domain[domain] for *_, domain in rows]
+        data = TrainingSet(version, [i for i, *_ in rows], [p for _, p, *_ in rows], sizes,
+                           lambda index, bucket: self.image_features.get([hashes[i] for i in index], bucket), weights)
         return self._train(data, steps, on_step, buckets=self.buckets())
 
     def _train(self, data: TrainingSet, steps: int, on_step, buckets) -> float:
         sampler = BucketBatchSampler(data.sizes, buckets, self.config.batch_size,
-                                     self.accelerator.num_processes, self.seed)
+                                     self.accelerator.num_processes, self.seed, weights=data.weights)
         self.version = data.version
         self.model.train()
         total = 0.0

@@ -68,3 +68,18 @@ def test_single_scale_and_small_sets():
 def test_seeds_for_nearby_steps_and_ranks_are_unrelated():
     seeds = {seed_for(0, "noise", step, rank) for step in range(100) for rank in range(4)}
     assert len(seeds) == 400 and all(0 <= s < 2**63 for s in seeds)
+
+
+def test_weights_give_each_group_its_share_of_the_draws():
+    # 90 samples of one kind and 10 of another, weighted 1/90 and 1/10: half the draws each.
+    sizes = [(32, 32)] * 100
+    weights = [1 / 90] * 90 + [1 / 10] * 10
+    sampler = BucketBatchSampler(sizes, ((32, 32),), batch_size=16, seed=3, weights=weights)
+    drawn = torch.cat([sampler.global_batch(step)[1] for step in range(200)])
+    minority = (drawn >= 90).float().mean().item()
+    assert 0.45 < minority < 0.55
+    unweighted = BucketBatchSampler(sizes, ((32, 32),), batch_size=16, seed=3)
+    drawn = torch.cat([unweighted.global_batch(step)[1] for step in range(200)])
+    assert (drawn >= 90).float().mean().item() < 0.15
+    with pytest.raises(ValueError, match="positive weight"):
+        BucketBatchSampler(sizes, ((32, 32),), batch_size=4, weights=[1.0] * 99)
