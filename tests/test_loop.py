@@ -161,3 +161,27 @@ def test_kill_9_at_any_moment_then_resume(tmp_path):
     check_run_invariants(store, tmp_path / "run" / "images")
     assert not list((tmp_path / "run" / "checkpoints").glob(".tmp-*"))
     assert [p.name for p in (tmp_path / "run" / "checkpoints").glob("round-*")] == ["round-0004"]
+
+
+def test_expansions_go_to_the_teacher_the_director_selects_most_in_their_domain(tmp_path):
+    raw = tiny_config(tmp_path / "run")
+    raw["evolve"].update(expand_with="best", seed_prompts=24)
+    Evolution(parse_config(raw)).run()
+    store = Store(tmp_path / "run" / "evolve.db")
+    samples = store.all_samples()
+    selected = {s.id for s in samples} & {c["sample_id"] for c in store.all_candidates()}
+    expansions = [s for s in samples if s.operation == "expand"]
+    assert expansions, "the tiny run expanded nothing; the check below would be empty"
+    routed_away_from_parent = 0
+    for sample in expansions:
+        # Wins counted from the selections committed before the expansion's round.
+        wins: dict[str, int] = {}
+        for other in samples:
+            if other.id in selected and other.domain == sample.domain and other.round_added < sample.round_added:
+                wins[other.teacher] = wins.get(other.teacher, 0) + 1
+        parent = store.sample(sample.parent_id)
+        favourites = {t for t, n in wins.items() if n == max(wins.values())} if wins else {parent.teacher}
+        assert sample.teacher in favourites, (sample.prompt, sample.teacher, wins)
+        routed_away_from_parent += sample.teacher != parent.teacher
+    # The parent's teacher differs from the favourite often enough that "same" would have failed.
+    assert routed_away_from_parent > 0

@@ -205,6 +205,7 @@ class Evolution:
         deleted: list[int] = []
         proposals: list[Proposal] = []
         taken = {s.prompt for s in active} | set(self.heldout)
+        favourites = {domain: max(wins, key=wins.get) for domain, wins in self.store.selection_wins().items()}
         with progress_bar(self.console) as progress:
             task = progress.add_task(f"round {round}: director", total=len(judged), info="")
 
@@ -232,7 +233,7 @@ class Evolution:
                             proposals.append(Proposal(prompt, "mutate", list(self.teachers), sample.id))
                 else:
                     action = "expand" if evolve.expansion else "keep"
-                    teachers = [sample.teacher] if evolve.expand_with == "same" else list(self.teachers)
+                    teachers = self._expansion_teachers(sample, favourites)
                     if evolve.expansion:
                         for proposed in await self.director.expand(sample.prompt, evolve.extend_num):
                             if prompt := self._accept(proposed, taken):
@@ -258,6 +259,17 @@ class Evolution:
         return self._summary(round, started, accuracy=accuracy, loss=loss)
 
     # -- the pieces ---------------------------------------------------------------------------
+
+    def _expansion_teachers(self, parent: Sample, favourites: dict[str, str]) -> list[str]:
+        """Who draws the prompts expanded from `parent` (`evolve.expand_with`)."""
+        mode = self.config.evolve.expand_with
+        if mode == "all":
+            return list(self.teachers)
+        if mode == "best" and parent.domain in favourites:
+            # The parent's own teacher may have been chosen on a tie-break between two correct
+            # images; the domain's most selected teacher is the better guess for new prompts.
+            return [favourites[parent.domain]]
+        return [parent.teacher]
 
     @staticmethod
     def _accept(proposed: str, taken: set[str]) -> str | None:

@@ -269,6 +269,18 @@ class Store:
         ).fetchall()
         return [dict(row) for row in rows]
 
+    def selection_wins(self) -> dict[str, dict[str, int]]:
+        """domain -> teacher -> how often the director chose that teacher's image over the others'
+        (samples bought from several teachers only: an expansion bought from one proves nothing)."""
+        rows = self.conn.execute(
+            "SELECT domain, teacher, COUNT(*) AS n FROM samples s"
+            " WHERE EXISTS (SELECT 1 FROM candidates c WHERE c.sample_id = s.id) GROUP BY domain, teacher"
+        ).fetchall()
+        wins: dict[str, dict[str, int]] = {}
+        for row in rows:
+            wins.setdefault(row["domain"], {})[row["teacher"]] = row["n"]
+        return wins
+
     def commit_round(self, record: RoundRecord) -> None:
         """Write a whole round in one transaction: a crash leaves the old version or the new one."""
         with self._transaction():
