@@ -205,7 +205,8 @@ class Evolution:
         deleted: list[int] = []
         proposals: list[Proposal] = []
         taken = {s.prompt for s in active} | set(self.heldout)
-        favourites = {domain: max(wins, key=wins.get) for domain, wins in self.store.selection_wins().items()}
+        favourites = ({domain: max(wins, key=wins.get) for domain, wins in self.store.selection_wins().items()}
+                      if evolve.expand_with == "best" else {})
         with progress_bar(self.console) as progress:
             task = progress.add_task(f"round {round}: director", total=len(judged), info="")
 
