@@ -320,11 +320,10 @@ def efficiency(
                       f"${result.dollars:7.2f}  mean={result.accuracy[MEAN]:.3f}  ({result.seconds:.0f}s)")
         (out / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=1))
 
+    jobs = jobs or os.cpu_count() or 1
     console.print(f"[bold]bench efficiency[/bold]: ladder {list(settings.ladder)}, {settings.steps} steps per arm, "
                   f"seeds {list(settings.seeds)}, {settings.heldout_per_domain} held-out prompts per domain, "
-                  f"{jobs or os.cpu_count() or 1} arms at a time; "
-                  f"results in {out}")
-    jobs = jobs or os.cpu_count() or 1
+                  f"{jobs} arms at a time; results in {out}")
     first_seed = settings.seeds[0]
     # The loop's arms first: they take longest, so the pool ends with the short ones.
     plan = [Arm(budget, first_seed) for budget in settings.ladder]
