@@ -4,7 +4,9 @@ import math
 import pytest
 from typer.testing import CliRunner
 
-from evolvedirector.bench.efficiency import QUICK, Settings, calls_needed, loop_arm, naive_arm
+from evolvedirector.bench.efficiency import (
+    CEILING, QUICK, Settings, best_naive_curve, calls_needed, loop_arm, naive_arm,
+)
 from evolvedirector.cli import app
 
 TINY = Settings(ladder=(24, 48), steps=2, seeds=(0,), heldout_per_domain=2, ablation_budget=None, judge_accuracies=())
@@ -22,6 +24,17 @@ def test_naive_arm_buys_exactly_its_budget(tmp_path):
     result = naive_arm(24, "quill", 0, TINY, tmp_path)
     assert result.calls == 24 and result.dollars == pytest.approx(24 * 0.06)
     assert set(result.accuracy) == {"object", "relation", "count", "text", "mean"}
+
+
+def test_ceiling_arm_trains_on_perfect_images_and_stays_off_the_naive_curve(tmp_path):
+    ceiling = naive_arm(24, CEILING, 0, TINY, tmp_path)
+    assert ceiling.arm == CEILING and ceiling.calls == 24 and ceiling.dollars == 0
+    assert all(share == 1.0 for share in ceiling.label_accuracy.values())  # every image correct
+    quill = naive_arm(24, "quill", 0, TINY, tmp_path)
+    assert min(quill.label_accuracy.values()) < 1.0  # a teacher's images are not
+    ceiling.accuracy = {**ceiling.accuracy, "mean": 1.0}
+    quill.accuracy = {**quill.accuracy, "mean": 0.25}
+    assert best_naive_curve([ceiling, quill], [24], 0) == [0.25]
 
 
 def test_loop_arm_stays_within_budget_and_trains_the_matched_steps(tmp_path):

@@ -7,6 +7,9 @@ The paper's two claims, measured in the shapes world at matched optimizer steps 
 2. A student of several teachers beats each of them: the loop's student against every teacher's
    own held-out accuracy, with the share of training samples the director took from each.
 Ablations at one budget switch one operation off at a time, and vary the judge's accuracy.
+The ceiling arm trains the same student on perfect images (the world's own renderer, no teacher)
+for the same steps: no curation gives better images, so when it stays below the best teacher, the
+student, not the director, is what keeps S under T at these settings.
 
 Every arm trains a fresh student for exactly `steps` optimizer steps and is graded on the same
 held-out prompts, which no arm ever trains on. The last line printed is
@@ -38,6 +41,7 @@ from evolvedirector.config import RunConfig, demo_config_path, load_config
 from evolvedirector.world import grammar
 from evolvedirector.world.heldout import accuracy, heldout_prompts
 from evolvedirector.world.profiles import TEACHER_PROFILES, teacher_image
+from evolvedirector.world.render import render
 
 TEACHERS = ("atlas", "quill", "tally")
 MEAN = "mean"
@@ -53,6 +57,7 @@ class Settings:
     judge_accuracies: tuple[float, ...]
     naive_teachers: tuple[str, ...] = ("quill", "random")  # on the whole ladder
     single_teachers_at_ablation: bool = True  # every other teacher alone, at the ablation budget
+    ceiling: bool = True  # the student on perfect images at the ablation budget: what any curation could reach
 
 
 # Measured learning curve of the demo student on 1000 prompts of perfect images (16 held-out
@@ -66,7 +71,9 @@ DEFAULT = Settings(ladder=(250, 1000, 4000), steps=1500, seeds=(0, 1), heldout_p
                    ablation_budget=1000, judge_accuracies=(1.0, 0.75, 0.6))
 # Four arms, two at a time: about 9 minutes on 2 cores.
 QUICK = Settings(ladder=(250, 1000), steps=1000, seeds=(0,), heldout_per_domain=12, ablation_budget=None,
-                 judge_accuracies=(), naive_teachers=("quill",), single_teachers_at_ablation=False)
+                 judge_accuracies=(), naive_teachers=("quill",), single_teachers_at_ablation=False,
+                 ceiling=False)
+CEILING = "perfect-images"  # the world's renderer in place of a teacher: every image correct, no dollars
 
 
 @dataclass
@@ -110,25 +117,31 @@ def grade(student, config: RunConfig, prompts: list[str]) -> dict[str, float]:
 
 
 def naive_arm(budget: int, teacher: str, seed: int, settings: Settings, workdir: Path) -> Result:
-    """B random prompts (domain uniform, then prompt uniform), one image each, trained `steps` steps."""
+    """B random prompts (domain uniform, then prompt uniform), one image each, trained `steps` steps.
+
+    `teacher` is a teacher's name, "random" (a random teacher per prompt), or CEILING (perfect images)."""
     from evolvedirector.student import from_pixels
 
     started = time.time()
-    config = base_config(workdir / f"naive-{teacher}-{budget}-{seed}", seed, settings)
+    label = CEILING if teacher == CEILING else f"naive-{teacher}"
+    config = base_config(workdir / f"{label}-{budget}-{seed}", seed, settings)
     heldout = heldout_prompts(settings.heldout_per_domain, config.world.heldout_seed)
     rng = random.Random(seed * 7919 + budget)
     prompts, images, dollars = [], [], 0.0
     for index in range(budget):
         prompt = grammar.random_prompt(rng, exclude=heldout)
+        prompts.append(prompt)
+        if teacher == CEILING:
+            images.append(render(prompt, config.world.image_size, random.Random(index)))
+            continue
         name = rng.choice(TEACHERS) if teacher == "random" else teacher
         profile = TEACHER_PROFILES[name]
         # A prompt drawn twice gets a second, independent image (another seed), as a second call would.
         images.append(teacher_image(profile, prompt, index, config.world.image_size))
-        prompts.append(prompt)
         dollars += profile.cost_per_image
     student, trainer = build_student_and_trainer(config)
     trainer.train(from_pixels(images), prompts, settings.steps)
-    return Result(f"naive-{teacher}", budget, seed, budget, dollars, grade(student, config, heldout),
+    return Result(label, budget, seed, budget, dollars, grade(student, config, heldout),
                   time.time() - started, label_accuracy=accuracy(prompts, images))
 
 
@@ -207,6 +220,13 @@ def calls_needed(target: float, ladder: list[int], curve: list[float]) -> tuple[
             log_calls = math.log(ladder[i - 1]) + fraction * (math.log(ladder[i]) - math.log(ladder[i - 1]))
             return math.exp(log_calls), ""
     return float(ladder[-1]), ">="
+
+
+def best_naive_curve(results: list[Result], ladder: list[int], seed: int) -> list[float]:
+    """The best naive arm's mean held-out accuracy at each budget: the curve the loop is measured
+    against. The ceiling arm is not naive distillation (no teacher could sell its images)."""
+    return [max(r.accuracy[MEAN] for r in results if r.arm.startswith("naive-") and r.budget == budget
+                and r.seed == seed) for budget in ladder]
 
 
 @dataclass(frozen=True)
@@ -331,6 +351,8 @@ def efficiency(
     plan += [Arm(budget, first_seed, teacher) for budget in settings.ladder for teacher in settings.naive_teachers]
     if settings.ablation_budget is not None and settings.single_teachers_at_ablation:
         plan += [Arm(settings.ablation_budget, first_seed, t) for t in TEACHERS if t not in settings.naive_teachers]
+    if settings.ablation_budget is not None and settings.ceiling:
+        plan.append(Arm(settings.ablation_budget, first_seed, CEILING))
     for seed in settings.seeds[1:]:
         plan += [Arm(settings.ladder[0], seed, teacher) for teacher in settings.naive_teachers]
         plan.append(Arm(settings.ladder[0], seed))
@@ -357,7 +379,7 @@ def efficiency(
     # -- tables ---------------------------------------------------------------------------------
     ladder = list(settings.ladder)
     table = Table("arm", "budget", "calls", "dollars", *grammar.DOMAINS, MEAN, title="held-out accuracy by budget")
-    for r in sorted((r for r in results if r.seed == first_seed and r.arm.startswith(("naive", "loop"))),
+    for r in sorted((r for r in results if r.seed == first_seed and r.arm.startswith(("naive", "loop", CEILING))),
                     key=lambda r: (r.arm, r.budget)):
         table.add_row(r.arm, str(r.budget), str(r.calls), f"{r.dollars:.2f}", *accuracy_row(r.accuracy))
     console.print(table)
@@ -395,13 +417,15 @@ def efficiency(
     teachers_own = teacher_accuracy(heldout)
     table = Table("who", *grammar.DOMAINS, MEAN, title="the student beside each teacher (held-out accuracy)")
     table.add_row(f"student (loop, B={ladder[-1]})", *accuracy_row(top.accuracy))
+    ceiling = next((r for r in results if r.arm == CEILING), None)
+    if ceiling is not None:
+        table.add_row(f"student on perfect images (B={ceiling.budget})", *accuracy_row(ceiling.accuracy))
     for name, acc in teachers_own.items():
         table.add_row(name, *accuracy_row(acc))
     console.print(table)
 
     # -- the headline ---------------------------------------------------------------------------
-    naive_curve = [max(r.accuracy[MEAN] for r in results if r.arm.startswith("naive") and r.budget == b
-                       and r.seed == first_seed) for b in ladder]
+    naive_curve = best_naive_curve(results, ladder, first_seed)
     reference = next(r for r in results if r.arm == "loop" and r.budget == ladder[0] and r.seed == first_seed)
     needed, _ = calls_needed(reference.accuracy[MEAN], ladder, naive_curve)
     ratio = needed / reference.calls
@@ -413,6 +437,9 @@ def efficiency(
         calls, sign = calls_needed(loop.accuracy[MEAN], ladder, naive_curve)
         console.print(f"loop at B={budget}: mean {loop.accuracy[MEAN]:.3f} with {loop.calls} calls; naive "
                       f"distillation needs {sign}{calls:.0f} calls for that: ratio {sign}{calls / loop.calls:.2f}")
+    if ceiling is not None:
+        console.print(f"ceiling: the same student trained on {ceiling.budget} perfect images for {settings.steps} steps "
+                      f"reaches {ceiling.accuracy[MEAN]:.3f}; the best teacher {best_teacher:.3f}")
     console.print(f"plot: {out / 'efficiency.png'}")
     console.print(f"efficiency ratio={ratio:.2f} student={top.accuracy[MEAN]:.3f} best_teacher={best_teacher:.3f}",
                   highlight=False)
