@@ -34,7 +34,7 @@ def test_ceiling_arm_trains_on_perfect_images_and_stays_off_the_naive_curve(tmp_
     assert min(quill.label_accuracy.values()) < 1.0  # a teacher's images are not
     ceiling.accuracy = {**ceiling.accuracy, "mean": 1.0}
     quill.accuracy = {**quill.accuracy, "mean": 0.25}
-    assert best_naive_curve([ceiling, quill], [24], 0) == [0.25]
+    assert best_naive_curve([ceiling, quill], [24]) == [0.25]
 
 
 def test_loop_arm_stays_within_budget_and_trains_the_matched_steps(tmp_path):
@@ -59,3 +59,31 @@ def test_command_prints_the_machine_readable_last_line(tmp_path):
     # Two budgets, each with the loop and every naive arm of --quick, from worker processes.
     assert sorted((r["arm"], r["budget"]) for r in results) == sorted(
         (arm, budget) for budget in (24, 48) for arm in ("loop", *(f"naive-{t}" for t in QUICK.naive_teachers)))
+
+
+def test_resume_reruns_only_the_unfinished_arms_and_refuses_other_settings(tmp_path):
+    quick = ["bench", "efficiency", "--quick", "--steps", "2", "--ladder", "24,48", "--out", str(tmp_path), "--jobs", "1"]
+    runner = CliRunner()
+    assert runner.invoke(app, quick).exit_code == 0
+    results_file = tmp_path / "results.json"
+    finished = json.loads(results_file.read_text())
+    assert len(finished) == 4
+
+    again = runner.invoke(app, quick)  # a second run into the same folder would overwrite it
+    assert again.exit_code != 0 and "--resume" in again.output
+
+    # As if the run had died before its last arm finished: that arm's result is missing.
+    kept, lost = finished[:-1], finished[-1]
+    results_file.write_text(json.dumps(kept))
+    resumed = runner.invoke(app, [*quick, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "3 arms already done" in resumed.output
+    arm_lines = [line for line in resumed.output.splitlines() if line.startswith("  ") and " B=" in line]
+    assert len(arm_lines) == 1 and lost["arm"] in arm_lines[0]
+    after = json.loads(results_file.read_text())
+    assert after[:3] == kept  # the finished arms are kept as they were, not trained again
+    assert (after[3]["arm"], after[3]["budget"]) == (lost["arm"], lost["budget"])
+    assert resumed.output.strip().splitlines()[-1].startswith("efficiency ratio=")
+
+    other = runner.invoke(app, [*quick[:3], "--steps", "3", *quick[5:], "--resume"])
+    assert other.exit_code != 0 and "steps" in other.output

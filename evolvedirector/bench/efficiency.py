@@ -25,6 +25,7 @@ import json
 import math
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -38,6 +39,7 @@ from rich.table import Table
 
 from evolvedirector.bench import bench_app
 from evolvedirector.config import RunConfig, demo_config_path, load_config
+from evolvedirector.store import write_atomic
 from evolvedirector.world import grammar
 from evolvedirector.world.heldout import accuracy, heldout_prompts
 from evolvedirector.world.profiles import TEACHER_PROFILES, teacher_image
@@ -45,6 +47,7 @@ from evolvedirector.world.render import render
 
 TEACHERS = ("atlas", "quill", "tally")
 MEAN = "mean"
+RESULTS_FILE, SETTINGS_FILE = "results.json", "settings.json"
 
 
 @dataclass(frozen=True)
@@ -222,11 +225,17 @@ def calls_needed(target: float, ladder: list[int], curve: list[float]) -> tuple[
     return float(ladder[-1]), ">="
 
 
-def best_naive_curve(results: list[Result], ladder: list[int], seed: int) -> list[float]:
-    """The best naive arm's mean held-out accuracy at each budget: the curve the loop is measured
-    against. The ceiling arm is not naive distillation (no teacher could sell its images)."""
-    return [max(r.accuracy[MEAN] for r in results if r.arm.startswith("naive-") and r.budget == budget
-                and r.seed == seed) for budget in ladder]
+def seed_mean(results: list[Result], arm: str, budget: int) -> float | None:
+    """An arm's mean held-out accuracy at a budget, averaged over the seeds it ran (None: not run)."""
+    values = [r.accuracy[MEAN] for r in results if r.arm == arm and r.budget == budget]
+    return statistics.mean(values) if values else None
+
+
+def best_naive_curve(results: list[Result], ladder: list[int]) -> list[float]:
+    """The best naive arm's accuracy (averaged over its seeds) at each budget: the curve the loop is
+    measured against. The ceiling arm is not naive distillation (no teacher sells its images)."""
+    naive = {r.arm for r in results if r.arm.startswith("naive-")}
+    return [max(a for arm in naive if (a := seed_mean(results, arm, budget)) is not None) for budget in ladder]
 
 
 @dataclass(frozen=True)
@@ -238,6 +247,13 @@ class Arm:
     teacher: str | None = None  # naive arms only
     label: str = "loop"
     options: tuple[tuple[str, object], ...] = ()  # loop_arm keyword arguments (ablations)
+
+    @property
+    def name(self) -> str:
+        """The name its Result carries, and the start of its folder under runs/."""
+        if self.teacher is None:
+            return self.label
+        return CEILING if self.teacher == CEILING else f"naive-{self.teacher}"
 
     def run(self, settings: Settings, workdir: Path) -> Result:
         if self.teacher is not None:
@@ -301,22 +317,40 @@ def accuracy_row(acc: dict[str, float]) -> list[str]:
     return [f"{acc.get(d, 0):.2f}" for d in (*grammar.DOMAINS, MEAN)]
 
 
-@bench_app.command("efficiency")
-def efficiency(
-    quick: bool = typer.Option(False, "--quick", help="two budgets, the loop and the best teacher alone, one seed, no ablations (10 minutes)"),
-    out: Path | None = typer.Option(None, "--out", help="folder for results.json, efficiency.png and the runs"),
-    steps: int | None = typer.Option(None, "--steps", help="optimizer steps per arm (default 1500; quick 1000)"),
-    ladder: str | None = typer.Option(None, "--ladder", help="teacher-call budgets, comma-separated, e.g. 250,1000"),
-    jobs: int = typer.Option(0, "--jobs", min=0, help="arms trained at once, one process each (0: one per CPU core)"),
-) -> None:
-    """Naive distillation against the director's loop over a ladder of teacher-call budgets.
+def main_arms(settings: Settings) -> list[Arm]:
+    """Every arm but the ablations, the loop's first: they take longest, so the pool ends with the
+    short ones."""
+    first_seed = settings.seeds[0]
+    arms = [Arm(budget, first_seed) for budget in settings.ladder]
+    arms += [Arm(budget, first_seed, teacher) for budget in settings.ladder for teacher in settings.naive_teachers]
+    if settings.ablation_budget is not None and settings.single_teachers_at_ablation:
+        arms += [Arm(settings.ablation_budget, first_seed, t) for t in TEACHERS if t not in settings.naive_teachers]
+    if settings.ablation_budget is not None and settings.ceiling:
+        arms.append(Arm(settings.ablation_budget, first_seed, CEILING))
+    for seed in settings.seeds[1:]:
+        arms += [Arm(settings.ladder[0], seed, teacher) for teacher in settings.naive_teachers]
+        arms.append(Arm(settings.ladder[0], seed))
+    return arms
 
-    Prints tables of held-out accuracy per domain against calls and dollars, the ablations, the
-    selection rates and the student beside each teacher; writes OUT/results.json and
-    OUT/efficiency.png. The last line is `efficiency ratio=<R> student=<S> best_teacher=<T>`.
-    """
-    # Wide enough for the tables when the output goes to a file rather than a terminal.
-    console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 140)
+
+def ablation_arms(settings: Settings, student_win_rate: float) -> list[Arm]:
+    """One operation off at a time at the ablation budget. Without discrimination, samples are kept
+    or deleted by a coin with the full loop's own student-win rate, so only the judging changes."""
+    if settings.ablation_budget is None:
+        return []
+    ablations = [
+        ("no-discrimination", dict(evolve={"discrimination": "random", "random_student_win_rate": student_win_rate})),
+        ("no-expansion", dict(evolve={"expansion": False})),
+        ("no-deletion", dict(evolve={"deletion": False})),
+        ("no-mutation", dict(evolve={"mutation_ratio": 0.0})),
+        ("one-teacher-quill", dict(teachers=("quill",))),
+        *((f"judge-{a:g}", dict(director={"judge_accuracy": a})) for a in settings.judge_accuracies),
+    ]
+    return [Arm(settings.ablation_budget, settings.seeds[0], label=label, options=tuple(options.items()))
+            for label, options in ablations]
+
+
+def settings_from_options(quick: bool, steps: int | None, ladder: str | None) -> Settings:
     settings = QUICK if quick else DEFAULT
     if steps is not None:
         settings = Settings(**{**asdict(settings), "steps": steps})
@@ -331,52 +365,84 @@ def efficiency(
         if ablation is not None and ablation not in budgets:
             ablation = budgets[len(budgets) // 2]
         settings = Settings(**{**asdict(settings), "ladder": budgets, "ablation_budget": ablation})
+    return settings
+
+
+def load_finished(out: Path, settings: Settings) -> list[Result]:
+    """The results an interrupted run already holds, after checking it ran with these settings."""
+    saved_settings, saved_results = out / SETTINGS_FILE, out / RESULTS_FILE
+    if not saved_settings.is_file():
+        raise typer.BadParameter(f"--resume: {saved_settings} does not exist (no bench efficiency run in {out})")
+    saved = json.loads(saved_settings.read_text())
+    current = json.loads(json.dumps(asdict(settings)))  # tuples as lists, as they were saved
+    changed = sorted(k for k in current.keys() | saved.keys() if saved.get(k) != current.get(k))
+    if changed:
+        raise typer.BadParameter(f"--resume: {out} ran with other settings ({', '.join(changed)}: "
+                                 f"{', '.join(f'{saved.get(k)} there, {current.get(k)} now' for k in changed)})")
+    if not saved_results.is_file():
+        return []
+    return [Result(**row) for row in json.loads(saved_results.read_text())]
+
+
+@bench_app.command("efficiency")
+def efficiency(
+    quick: bool = typer.Option(False, "--quick", help="two budgets, the loop and the best teacher alone, one seed, no ablations (10 minutes)"),
+    out: Path | None = typer.Option(None, "--out", help="folder for results.json, efficiency.png and the runs"),
+    steps: int | None = typer.Option(None, "--steps", help="optimizer steps per arm (default 1500; quick 1000)"),
+    ladder: str | None = typer.Option(None, "--ladder", help="teacher-call budgets, comma-separated, e.g. 250,1000"),
+    jobs: int = typer.Option(0, "--jobs", min=0, help="arms trained at once, one process each (0: one per CPU core)"),
+    resume: bool = typer.Option(False, "--resume", help="keep the arms an interrupted run in --out finished, run the rest"),
+) -> None:
+    """Naive distillation against the director's loop over a ladder of teacher-call budgets.
+
+    Prints tables of held-out accuracy per domain against calls and dollars, the ablations, the
+    selection rates and the student beside each teacher; writes OUT/results.json (each arm as it
+    finishes), OUT/settings.json and OUT/efficiency.png. An interrupted run goes on with --resume
+    and the same options. The last line is `efficiency ratio=<R> student=<S> best_teacher=<T>`.
+    """
+    # Wide enough for the tables when the output goes to a file rather than a terminal.
+    console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 140)
+    settings = settings_from_options(quick, steps, ladder)
+    if resume and out is None:
+        raise typer.BadParameter("--resume needs --out, the folder of the run to go on with")
     out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="evolvedirector-bench-"))
+    if resume:
+        results = load_finished(out, settings)
+    elif (out / RESULTS_FILE).exists():
+        raise typer.BadParameter(f"{out / RESULTS_FILE} exists: pass --resume to go on with that run, "
+                                 "or another --out")
+    else:
+        results = []
     out.mkdir(parents=True, exist_ok=True)
-    results: list[Result] = []
+    (out / SETTINGS_FILE).write_text(json.dumps(asdict(settings), indent=1))
 
     def record(result: Result) -> None:
         results.append(result)
         console.print(f"  {result.arm:<22} B={result.budget:<5} seed={result.seed} calls={result.calls:<5} "
                       f"${result.dollars:7.2f}  mean={result.accuracy[MEAN]:.3f}  ({result.seconds:.0f}s)")
-        (out / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=1))
+        write_atomic(out / RESULTS_FILE, json.dumps([asdict(r) for r in results], indent=1).encode())
+
+    def run_unfinished(arms: list[Arm]) -> None:
+        finished = {(r.arm, r.budget, r.seed) for r in results}
+        todo = [arm for arm in arms if (arm.name, arm.budget, arm.seed) not in finished]
+        for arm in todo:  # an interrupted arm starts again from nothing
+            shutil.rmtree(out / "runs" / f"{arm.name}-{arm.budget}-{arm.seed}", ignore_errors=True)
+        for result in run_arms(todo, settings, out / "runs", jobs):
+            record(result)
 
     jobs = jobs or os.cpu_count() or 1
     console.print(f"[bold]bench efficiency[/bold]: ladder {list(settings.ladder)}, {settings.steps} steps per arm, "
                   f"seeds {list(settings.seeds)}, {settings.heldout_per_domain} held-out prompts per domain, "
-                  f"{jobs} arms at a time; results in {out}")
+                  f"{jobs} arms at a time; results in {out}" + (f" ({len(results)} arms already done)" if resume else ""))
+    run_unfinished(main_arms(settings))
+    full = next((r for r in results if r.arm == "loop" and r.budget == settings.ablation_budget), None)
+    run_unfinished(ablation_arms(settings, full.student_win_rate if full and full.student_win_rate is not None else 0.2))
+    summarize(results, settings, out, console)
+
+
+def summarize(results: list[Result], settings: Settings, out: Path, console: Console) -> None:
+    """The tables, the plot and the headline line, from the finished arms."""
     first_seed = settings.seeds[0]
-    # The loop's arms first: they take longest, so the pool ends with the short ones.
-    plan = [Arm(budget, first_seed) for budget in settings.ladder]
-    plan += [Arm(budget, first_seed, teacher) for budget in settings.ladder for teacher in settings.naive_teachers]
-    if settings.ablation_budget is not None and settings.single_teachers_at_ablation:
-        plan += [Arm(settings.ablation_budget, first_seed, t) for t in TEACHERS if t not in settings.naive_teachers]
-    if settings.ablation_budget is not None and settings.ceiling:
-        plan.append(Arm(settings.ablation_budget, first_seed, CEILING))
-    for seed in settings.seeds[1:]:
-        plan += [Arm(settings.ladder[0], seed, teacher) for teacher in settings.naive_teachers]
-        plan.append(Arm(settings.ladder[0], seed))
-    for result in run_arms(plan, settings, out / "runs", jobs):
-        record(result)
-
-    ablations: list[tuple[str, dict]] = []
-    if settings.ablation_budget is not None:
-        full = next((r for r in results if r.arm == "loop" and r.budget == settings.ablation_budget), None)
-        win_rate = full.student_win_rate if full and full.student_win_rate is not None else 0.2
-        ablations = [
-            ("no-discrimination", dict(evolve={"discrimination": "random", "random_student_win_rate": win_rate})),
-            ("no-expansion", dict(evolve={"expansion": False})),
-            ("no-deletion", dict(evolve={"deletion": False})),
-            ("no-mutation", dict(evolve={"mutation_ratio": 0.0})),
-            ("one-teacher-quill", dict(teachers=("quill",))),
-            *((f"judge-{a:g}", dict(director={"judge_accuracy": a})) for a in settings.judge_accuracies),
-        ]
-        arms = [Arm(settings.ablation_budget, first_seed, label=label, options=tuple(options.items()))
-                for label, options in ablations]
-        for result in run_arms(arms, settings, out / "runs", jobs):
-            record(result)
-
-    # -- tables ---------------------------------------------------------------------------------
     ladder = list(settings.ladder)
     table = Table("arm", "budget", "calls", "dollars", *grammar.DOMAINS, MEAN, title="held-out accuracy by budget")
     for r in sorted((r for r in results if r.seed == first_seed and r.arm.startswith(("naive", "loop", CEILING))),
@@ -385,16 +451,19 @@ def efficiency(
     console.print(table)
 
     if len(settings.seeds) > 1:
-        table = Table("arm", "budget", "seeds", "mean accuracy", "std", title="headline across seeds")
+        table = Table("arm", "budget", "seeds", "mean accuracy", "std", "per seed", title="headline across seeds")
         for arm in (*(f"naive-{t}" for t in settings.naive_teachers), "loop"):
-            values = [r.accuracy[MEAN] for r in results if r.arm == arm and r.budget == ladder[0]]
+            values = [r.accuracy[MEAN] for r in sorted(results, key=lambda r: r.seed)
+                      if r.arm == arm and r.budget == ladder[0]]
             table.add_row(arm, str(ladder[0]), str(len(values)), f"{statistics.mean(values):.3f}",
-                          f"{statistics.stdev(values):.3f}" if len(values) > 1 else "-")
+                          f"{statistics.stdev(values):.3f}" if len(values) > 1 else "-",
+                          " ".join(f"{v:.3f}" for v in values))
         console.print(table)
 
+    ablations = ablation_arms(settings, 0.0)
     if ablations:
         table = Table("ablation", "calls", *grammar.DOMAINS, MEAN, title=f"ablations at B={settings.ablation_budget}")
-        for label in ("loop", *(name for name, _ in ablations)):
+        for label in ("loop", *(arm.label for arm in ablations)):
             r = next(r for r in results if r.arm == label and r.budget == settings.ablation_budget
                      and r.seed == first_seed)
             table.add_row(label, str(r.calls), *accuracy_row(r.accuracy))
@@ -424,22 +493,23 @@ def efficiency(
         table.add_row(name, *accuracy_row(acc))
     console.print(table)
 
-    # -- the headline ---------------------------------------------------------------------------
-    naive_curve = best_naive_curve(results, ladder, first_seed)
-    reference = next(r for r in results if r.arm == "loop" and r.budget == ladder[0] and r.seed == first_seed)
-    needed, _ = calls_needed(reference.accuracy[MEAN], ladder, naive_curve)
-    ratio = needed / reference.calls
+    # -- the headline: every arm averaged over the seeds it ran ---------------------------------
+    naive_curve = best_naive_curve(results, ladder)
     best_teacher = max(acc[MEAN] for acc in teachers_own.values())
     plot(results, first_seed, out / "efficiency.png")
     console.print(f"best naive arm per budget: {', '.join(f'{b}:{a:.3f}' for b, a in zip(ladder, naive_curve))}")
+    ratios = {}
     for budget in ladder:  # the headline takes the smallest budget; the others show how it holds up
-        loop = next(r for r in results if r.arm == "loop" and r.budget == budget and r.seed == first_seed)
-        calls, sign = calls_needed(loop.accuracy[MEAN], ladder, naive_curve)
-        console.print(f"loop at B={budget}: mean {loop.accuracy[MEAN]:.3f} with {loop.calls} calls; naive "
-                      f"distillation needs {sign}{calls:.0f} calls for that: ratio {sign}{calls / loop.calls:.2f}")
+        loops = [r for r in results if r.arm == "loop" and r.budget == budget]
+        mean, loop_calls = seed_mean(results, "loop", budget), statistics.mean(r.calls for r in loops)
+        calls, sign = calls_needed(mean, ladder, naive_curve)
+        ratios[budget] = calls / loop_calls
+        console.print(f"loop at B={budget}: mean {mean:.3f} ({len(loops)} seed{'s' * (len(loops) > 1)}) with "
+                      f"{loop_calls:.0f} calls; naive distillation needs {sign}{calls:.0f} calls for that: ratio "
+                      f"{sign}{ratios[budget]:.2f}")
     if ceiling is not None:
         console.print(f"ceiling: the same student trained on {ceiling.budget} perfect images for {settings.steps} steps "
                       f"reaches {ceiling.accuracy[MEAN]:.3f}; the best teacher {best_teacher:.3f}")
     console.print(f"plot: {out / 'efficiency.png'}")
-    console.print(f"efficiency ratio={ratio:.2f} student={top.accuracy[MEAN]:.3f} best_teacher={best_teacher:.3f}",
-                  highlight=False)
+    console.print(f"efficiency ratio={ratios[ladder[0]]:.2f} student={top.accuracy[MEAN]:.3f} "
+                  f"best_teacher={best_teacher:.3f}", highlight=False)
