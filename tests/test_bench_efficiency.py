@@ -5,7 +5,7 @@ import pytest
 from typer.testing import CliRunner
 
 from evolvedirector.bench.efficiency import (
-    CEILING, QUICK, Settings, best_naive_curve, calls_needed, loop_arm, naive_arm,
+    CEILING, QUICK, Arm, Settings, best_naive_curve, calls_needed, loop_arm, naive_arm, run_arms,
 )
 from evolvedirector.cli import app
 
@@ -35,6 +35,17 @@ def test_ceiling_arm_trains_on_perfect_images_and_stays_off_the_naive_curve(tmp_
     ceiling.accuracy = {**ceiling.accuracy, "mean": 1.0}
     quill.accuracy = {**quill.accuracy, "mean": 0.25}
     assert best_naive_curve([ceiling, quill], [24]) == [0.25]
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_run_arms_starts_follow_up_arms_once_their_trigger_finishes(tmp_path, jobs):
+    def follow_up(result):
+        return [Arm(24, 0, "tally")] if result.arm == "naive-quill" else []
+
+    arms = [Arm(24, 0, "quill"), Arm(24, 0, "atlas")]
+    names = [r.arm for r in run_arms(arms, TINY, tmp_path, jobs, follow_up=follow_up)]
+    assert sorted(names) == ["naive-atlas", "naive-quill", "naive-tally"]
+    assert names.index("naive-tally") > names.index("naive-quill")
 
 
 def test_loop_arm_stays_within_budget_and_trains_the_matched_steps(tmp_path):

@@ -32,6 +32,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import typer
 from rich.console import Console
@@ -268,25 +269,35 @@ def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def run_arms(arms: list[Arm], settings: Settings, workdir: Path, jobs: int):
-    """Yield each arm's result as it finishes, `jobs` arms at a time.
+def run_arms(arms: list[Arm], settings: Settings, workdir: Path, jobs: int,
+             follow_up: Callable[[Result], list[Arm]] = lambda result: []):
+    """Yield each arm's result as it finishes, `jobs` arms at a time; `follow_up(result)` names arms
+    that may start once that result is known (they queue behind the others, so no core idles while
+    the last of a first batch finishes).
 
     Separate processes with one CPU thread each, rather than one process with all of them: these
     students are too small for threads to pay (and threads that spin while another process holds
     the core cost ~7x), while independent arms scale with cores."""
     if jobs <= 1:
-        for arm in arms:
-            yield arm.run(settings, workdir)
+        queue = list(arms)
+        while queue:
+            result = queue.pop(0).run(settings, workdir)
+            queue += follow_up(result)
+            yield result
         return
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     threads = max(1, (multiprocessing.cpu_count() or 1) // jobs)
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_worker_init, initargs=(threads,)) as pool:
-        futures = [pool.submit(arm.run, settings, workdir) for arm in arms]
-        for future in as_completed(futures):
-            yield future.result()
+        pending = {pool.submit(arm.run, settings, workdir) for arm in arms}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                result = future.result()
+                pending |= {pool.submit(arm.run, settings, workdir) for arm in follow_up(result)}
+                yield result
 
 
 def plot(results: list[Result], seed: int, path: Path) -> None:
@@ -422,21 +433,31 @@ def efficiency(
                       f"${result.dollars:7.2f}  mean={result.accuracy[MEAN]:.3f}  ({result.seconds:.0f}s)")
         write_atomic(out / RESULTS_FILE, json.dumps([asdict(r) for r in results], indent=1).encode())
 
-    def run_unfinished(arms: list[Arm]) -> None:
+    def unfinished(arms: list[Arm]) -> list[Arm]:
         finished = {(r.arm, r.budget, r.seed) for r in results}
         todo = [arm for arm in arms if (arm.name, arm.budget, arm.seed) not in finished]
         for arm in todo:  # an interrupted arm starts again from nothing
             shutil.rmtree(out / "runs" / f"{arm.name}-{arm.budget}-{arm.seed}", ignore_errors=True)
-        for result in run_arms(todo, settings, out / "runs", jobs):
-            record(result)
+        return todo
+
+    def is_full_loop(result: Result) -> bool:  # the loop the ablations take out one operation from
+        return result.arm == "loop" and result.budget == settings.ablation_budget and result.seed == settings.seeds[0]
+
+    def ablations_after(full: Result) -> list[Arm]:
+        win_rate = full.student_win_rate if full.student_win_rate is not None else 0.2
+        return unfinished(ablation_arms(settings, win_rate))
 
     jobs = jobs or os.cpu_count() or 1
     console.print(f"[bold]bench efficiency[/bold]: ladder {list(settings.ladder)}, {settings.steps} steps per arm, "
                   f"seeds {list(settings.seeds)}, {settings.heldout_per_domain} held-out prompts per domain, "
                   f"{jobs} arms at a time; results in {out}" + (f" ({len(results)} arms already done)" if resume else ""))
-    run_unfinished(main_arms(settings))
-    full = next((r for r in results if r.arm == "loop" and r.budget == settings.ablation_budget), None)
-    run_unfinished(ablation_arms(settings, full.student_win_rate if full and full.student_win_rate is not None else 0.2))
+    plan = unfinished(main_arms(settings))
+    full = next((r for r in results if is_full_loop(r)), None)
+    if full is not None:  # resumed after the full loop had finished
+        plan += ablations_after(full)
+    for result in run_arms(plan, settings, out / "runs", jobs,
+                           follow_up=lambda r: ablations_after(r) if is_full_loop(r) else []):
+        record(result)
     summarize(results, settings, out, console)
 
 
