@@ -302,11 +302,12 @@ def run_arms(arms: list[Arm], settings: Settings, workdir: Path, jobs: int,
                 yield result
 
 
-def plot(results: list[Result], seed: int, path: Path) -> None:
+def plot(results: list[Result], seed: int, path: Path, best_teacher: float | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401  (matplotlib.ticker.NullFormatter below)
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
     arms = sorted({r.arm for r in results if r.arm.startswith(("naive", "loop"))})
@@ -317,11 +318,19 @@ def plot(results: list[Result], seed: int, path: Path) -> None:
         style = dict(marker="o", linewidth=2.5 if arm == "loop" else 1.2, label=arm)
         axes[0].plot([r.calls for r in rows], [r.accuracy[MEAN] for r in rows], **style)
         axes[1].plot([r.dollars for r in rows], [r.accuracy[MEAN] for r in rows], **style)
+    ceiling = next((r for r in results if r.arm == CEILING and r.seed == seed), None)
     for ax, label in zip(axes, ("teacher calls", "dollars")):
+        if ceiling is not None:
+            ax.axhline(ceiling.accuracy[MEAN], color="grey", linestyle="--", label="student on perfect images")
+        if best_teacher is not None:
+            ax.axhline(best_teacher, color="black", linestyle=":", label="best teacher's own accuracy")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # 2x10^2, 3x10^2 ... overlap
         ax.set_xlabel(label)
         ax.set_ylabel("held-out accuracy (mean of domains)")
-        ax.legend()
+        ax.legend(loc="center right")
+    budgets = sorted({r.budget for r in results if r.arm.startswith("naive-")})
+    axes[0].set_xticks(budgets, [str(b) for b in budgets])  # the ladder itself
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
@@ -518,7 +527,7 @@ def summarize(results: list[Result], settings: Settings, out: Path, console: Con
     # -- the headline: every arm averaged over the seeds it ran ---------------------------------
     naive_curve = best_naive_curve(results, ladder)
     best_teacher = max(acc[MEAN] for acc in teachers_own.values())
-    plot(results, first_seed, out / "efficiency.png")
+    plot(results, first_seed, out / "efficiency.png", best_teacher)
     console.print(f"best naive arm per budget: {', '.join(f'{b}:{a:.3f}' for b, a in zip(ladder, naive_curve))}")
     ratios = {}
     for budget in ladder:  # the headline takes the smallest budget; the others show how it holds up
