@@ -71,8 +71,8 @@ class Settings:
 # teachers alone only at the ablation budget, the second seed for the loop and quill only. The
 # director's accuracy 0.9 is the loop's own default, so its ablation rows are 1.0, 0.75 and 0.6.
 # Measured on 2 CPU cores (two arms at a time, one core each): at 1500 steps a naive arm takes
-# ~290 s and a loop arm ~340 s (rendering for the director, grading), 23 arms 66 minutes; so 1300
-# steps and 22 arms, estimated at 54 minutes.
+# ~290 s and a loop arm ~340 s (rendering for the director, grading), 23 arms 61 minutes; at 1300
+# steps the default's 22 arms took 50 minutes (2999 s).
 DEFAULT = Settings(ladder=(250, 1000, 4000), steps=1300, seeds=(0, 1), heldout_per_domain=16,
                    ablation_budget=1000, judge_accuracies=(1.0, 0.75, 0.6))
 # Four arms, two at a time: about 9 minutes on 2 cores.
@@ -122,6 +122,10 @@ def grade(student, config: RunConfig, prompts: list[str]) -> dict[str, float]:
     return accuracy(prompts, images)
 
 
+def naive_name(teacher: str) -> str:
+    return CEILING if teacher == CEILING else f"naive-{teacher}"
+
+
 def naive_arm(budget: int, teacher: str, seed: int, settings: Settings, workdir: Path) -> Result:
     """B random prompts (domain uniform, then prompt uniform), one image each, trained `steps` steps.
 
@@ -129,7 +133,7 @@ def naive_arm(budget: int, teacher: str, seed: int, settings: Settings, workdir:
     from evolvedirector.student import from_pixels
 
     started = time.time()
-    label = CEILING if teacher == CEILING else f"naive-{teacher}"
+    label = naive_name(teacher)
     config = base_config(workdir / f"{label}-{budget}-{seed}", seed, settings)
     heldout = heldout_prompts(settings.heldout_per_domain, config.world.heldout_seed)
     rng = random.Random(seed * 7919 + budget)
@@ -254,9 +258,7 @@ class Arm:
     @property
     def name(self) -> str:
         """The name its Result carries, and the start of its folder under runs/."""
-        if self.teacher is None:
-            return self.label
-        return CEILING if self.teacher == CEILING else f"naive-{self.teacher}"
+        return self.label if self.teacher is None else naive_name(self.teacher)
 
     def run(self, settings: Settings, workdir: Path) -> Result:
         if self.teacher is not None:
@@ -435,7 +437,7 @@ def efficiency(
     else:
         results = []
     out.mkdir(parents=True, exist_ok=True)
-    (out / SETTINGS_FILE).write_text(json.dumps(asdict(settings), indent=1))
+    write_atomic(out / SETTINGS_FILE, json.dumps(asdict(settings), indent=1).encode())
 
     def record(result: Result) -> None:
         results.append(result)
