@@ -116,6 +116,15 @@ def status(run_dir: Path = typer.Argument(..., help="a run folder")) -> None:
     verdicts = store.verdict_counts()
     console.print(f"verdicts: {sum(verdicts.values())} (teacher won {verdicts.get('teacher', 0)}, "
                   f"student won {verdicts.get('student', 0)})")
+    categories = store.conn.execute(
+        "SELECT domain, COUNT(*) AS n FROM samples WHERE round_deleted IS NULL GROUP BY domain ORDER BY n DESC"
+    ).fetchall()
+    if categories:
+        console.print("active set by category: " + ", ".join(f"{r['domain']} {r['n']}" for r in categories))
+    refusals = store.refusal_counts()
+    if refusals:
+        console.print(f"proposals refused: {sum(sum(ops.values()) for ops in refusals.values())} (" + "; ".join(
+            f"{reason} {sum(ops.values())}" for reason, ops in refusals.items()) + ")", highlight=False)
     calls, dollars = store.spend()
     console.print(f"teacher calls: {calls}, spend: ${dollars:.2f}")
     table = Table("teacher", "done", "pending", "failed", "spend $")
@@ -137,19 +146,14 @@ def status(run_dir: Path = typer.Argument(..., help="a run folder")) -> None:
 
 def _latest_student(run_dir: Path):
     """The run's student with its latest checkpoint's weights, and that checkpoint's name."""
-    store = _open_store(run_dir)
-    checkpoint = next((r["checkpoint"] for r in reversed(store.rounds()) if r["checkpoint"]), None)
-    if checkpoint is None:
-        _fail(f"{run_dir} has no trained student yet (no round after the seed set has finished)")
-    try:
-        config = load_config(_run_config_path(run_dir), overrides={"out": str(run_dir)})
-    except ConfigError as error:
-        _fail(str(error))
-    from evolvedirector.student import Student
+    from evolvedirector.loop.run_folder import NoStudentYet, RunFolder, load_latest_student
 
-    student = Student(config.student, config.world.image_size)
-    student.load_weights(Path(run_dir) / checkpoint)
-    return student, checkpoint
+    store = _open_store(run_dir)
+    try:
+        student, row = load_latest_student(run_dir, RunFolder(run_dir).load_config(), store)
+    except (ConfigError, NoStudentYet) as error:
+        _fail(str(error))
+    return student, row["checkpoint"]
 
 
 @app.command()

@@ -37,10 +37,39 @@ class Section(BaseModel):
 
 
 class WorldConfig(Section):
-    name: Literal["shapes"] = "shapes"
-    image_size: int = Field(32, ge=32, description="canvas side in pixels; text and counts need >= 32")
-    heldout_per_domain: int = Field(10, ge=1, description="held-out evaluation prompts per domain")
-    heldout_seed: int = 1234
+    """Which prompts the loop works on: the shapes world (exactly graded), or a prompt file."""
+
+    name: Literal["shapes", "prompts"] = Field(
+        "shapes", description="shapes: the embedded world of WORLD.md; prompts: the open world of a prompt file"
+    )
+    image_size: int = Field(
+        32, ge=32, description="the student's image side in pixels (the base of the aspect buckets); the shapes "
+        "world needs >= 32 for text and counts to be legible"
+    )
+    heldout_per_domain: int = Field(10, ge=1, description="shapes: held-out evaluation prompts per domain")
+    heldout_seed: int = Field(1234, description="the draw of the held-out prompts")
+    # The open world (name: prompts).
+    prompts: Path | None = Field(
+        None, description="prompts: a .txt (one per line), .tsv/.csv (header with a `prompt` column, optional "
+        "`category`), or .jsonl (`prompt`, optional `category` or `tag`) file"
+    )
+    heldout: Path | None = Field(
+        None, description="prompts: a second file of held-out prompts (then heldout_share is not used)"
+    )
+    heldout_share: float = Field(
+        0.1, ge=0, lt=1, description="prompts: share of the file held out, drawn per category with heldout_seed"
+    )
+    max_prompt_chars: int = Field(
+        400, ge=16, description="prompts: longest director-written prompt kept, in characters"
+    )
+
+    @model_validator(mode="after")
+    def _world_fields(self):
+        if self.name == "prompts" and self.prompts is None:
+            raise ValueError("world 'prompts' needs `prompts`, the path of a prompt file")
+        if self.name == "shapes" and (self.prompts is not None or self.heldout is not None):
+            raise ValueError("`prompts` and `heldout` are files of the open world: set name: prompts")
+        return self
 
 
 class TeacherBase(Section):
@@ -126,6 +155,11 @@ class OpenAITeacherConfig(RemoteTeacherBase):
     api_key_env: str | None = Field("OPENAI_API_KEY", description="NAME of the variable holding the key; None: no auth")
     sizes: dict[int, WxH] = Field({}, description="requested side -> the API's size, e.g. 512: 1024x1024")
     default_size: WxH = Field("1024x1024", description="the API's size for sides not in `sizes`")
+    aspect_sizes: list[WxH] = Field(
+        ["1024x1024", "1536x1024", "1024x1536"], min_length=1,
+        description="the sizes the API draws; an aspect-bucket request asks for the one closest to the bucket's "
+        "aspect (these are gpt-image-1's; dall-e-3's are 1024x1024, 1792x1024, 1024x1792)",
+    )
     response_format: Literal["b64_json", "url"] | None = Field(
         None, description="dall-e-3 only (gpt-image-1 always answers base64); None: the API's default"
     )
@@ -149,6 +183,11 @@ class QueueTeacherConfig(RemoteTeacherBase):
     size_field: str | None = "image_size"
     sizes: dict[int, JsonValue] = Field({}, description="requested side -> the value sent in size_field")
     default_size: JsonValue = Field(None, description="size_field value for other sides (None: not sent)")
+    aspect_size_format: Literal["object", "wxh", "none"] = Field(
+        "object", description="an aspect-bucket request's size_field: the bucket's aspect at the area of the "
+        "side's value (or of the bucket, if that value names no size), as {width, height} (fal's image_size) or "
+        "'WIDTHxHEIGHT' text; none: the side's value, the image then cropped to the bucket"
+    )
     request_id_field: str = Field("request_id", description="where the submit response holds the request id")
     status_path: str = "/requests/{request_id}/status"
     status_field: str = "status"
@@ -192,12 +231,15 @@ AnyTeacherConfig = Annotated[
 
 
 class DirectorTemplates(Section):
-    """What a vision-language director is asked; placeholders {prompt}, {n}, {length}."""
+    """What a vision-language director is asked; placeholders {prompt}, {n}, {length}, {categories}."""
 
     compare: str = Field(director_templates.COMPARE, description="pairwise: which of (A), (B) fits {prompt}")
     pointwise: str = Field(director_templates.POINTWISE, description="pointwise: a yes/no question about {prompt}")
     expand: str = Field(director_templates.EXPAND, description="expansion: {n} prompts like {prompt}, as a JSON list")
     mutate: str = Field(director_templates.MUTATE, description="mutation: one prompt unlike {prompt}, as {length}")
+    categorize: str = Field(
+        director_templates.CATEGORIZE, description="a mutation's category: which of {categories} fits {prompt}"
+    )
     length_hints: list[str] = Field(
         default_factory=lambda: list(director_templates.LENGTH_HINTS), min_length=1,
         description="mutation picks one at random for {length} (the paper's four lengths)",

@@ -4,8 +4,8 @@ import asyncio
 import random
 
 from evolvedirector.director import ShapesDirector, discriminate, select_best
-from evolvedirector.world import grammar
-from evolvedirector.world.render import render, render_mistake
+from evolvedirector.worlds.shapes import grammar
+from evolvedirector.worlds.shapes.render import render, render_mistake
 
 
 def test_discrimination_maps_the_random_order_back_to_student_and_teacher():
@@ -59,14 +59,17 @@ def test_reseeding_repeats_the_same_choices():
     assert asyncio.run(director.expand("two red circles", 3)) == first
 
 
-def test_the_loop_accepts_only_grammar_prompts_not_yet_taken_forgiving_case_and_a_period():
-    from evolvedirector.loop.evolve import Evolution
+def test_the_shapes_world_accepts_only_grammar_prompts_not_yet_taken_forgiving_case_and_a_period():
+    from evolvedirector.worlds import Accepted, Refused
+    from evolvedirector.worlds.shapes.world import ShapesWorld
 
-    taken = {"a red circle on the left"}
-    assert Evolution._accept("  A blue square on the right. ", taken) == "a blue square on the right"
-    assert Evolution._accept("the letter a in red", taken) == "the letter A in red"
-    assert Evolution._accept("a blue square on the right", taken) is None  # taken just now
-    assert Evolution._accept("a red circle on the left", taken) is None
-    assert Evolution._accept("__import__('os').system('echo hi')", taken) is None
-    assert Evolution._accept("a red circle on the left " * 100, taken) is None
-    assert Evolution._accept(None, taken) is None
+    world = ShapesWorld(heldout_per_domain=2)
+    heldout = world.heldout[0]
+    taken = {"a red circle on the left", "a blue square on the right"}
+    assert world.accept("  A blue square on the left. ", taken) == Accepted("a blue square on the left", "object")
+    assert world.accept("the letter a in red", taken) == Accepted("the letter A in red", "text")
+    assert world.accept("A blue square on the right", taken) == Refused("already in the set", "a blue square on the right")
+    assert world.accept(heldout.upper(), taken) == Refused("held out", heldout)
+    for hostile in ("__import__('os').system('echo hi')", "a red circle on the left " * 100, None, ["a"]):
+        outcome = world.accept(hostile, taken)
+        assert isinstance(outcome, Refused) and outcome.reason == "not a prompt of the world"

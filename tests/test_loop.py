@@ -14,7 +14,8 @@ import yaml
 from evolvedirector.config import parse_config
 from evolvedirector.loop import Evolution
 from evolvedirector.store import Store
-from evolvedirector.world import grammar
+from evolvedirector.worlds.shapes import grammar
+from evolvedirector.worlds.shapes.heldout import heldout_prompts
 
 
 def tiny_config(out: Path, **budget) -> dict:
@@ -77,7 +78,7 @@ def test_tiny_loop_end_to_end_and_resume(tmp_path):
             assert grammar.parse(parent.prompt).domain == s["domain"]
         else:
             assert grammar.parse(parent.prompt).domain != s["domain"]
-    heldout = set(Evolution.__init__.__globals__["heldout_prompts"](2, 1234))
+    heldout = set(heldout_prompts(2, 1234))
     assert not heldout & {s["prompt"] for s in store.conn.execute("SELECT prompt FROM samples")}
     assert (tmp_path / "run" / "report.html").exists() and (tmp_path / "run" / "report.png").exists()
     assert (tmp_path / "run" / "checkpoints" / "latest").read_text().strip() == "checkpoints/round-0002"

@@ -95,7 +95,7 @@ def test_image_store_is_content_addressed_and_detects_corruption(tmp_path):
 
 
 def requests(n, size=32):
-    from evolvedirector.world import grammar
+    from evolvedirector.worlds.shapes import grammar
 
     prompts = grammar.all_prompts()[:n]
     return [ImageRequest(p, 0, size) for p in prompts]

@@ -41,10 +41,10 @@ from rich.table import Table
 from evolvedirector.bench import bench_app
 from evolvedirector.config import RunConfig, demo_config_path, load_config
 from evolvedirector.store import write_atomic
-from evolvedirector.world import grammar
-from evolvedirector.world.heldout import accuracy, heldout_prompts
-from evolvedirector.world.profiles import TEACHER_PROFILES, teacher_image
-from evolvedirector.world.render import render
+from evolvedirector.worlds.shapes import grammar
+from evolvedirector.worlds.shapes.heldout import accuracy, heldout_prompts
+from evolvedirector.worlds.shapes.profiles import TEACHER_PROFILES, teacher_image
+from evolvedirector.worlds.shapes.render import render
 
 TEACHERS = ("atlas", "quill", "tally")
 MEAN = "mean"

@@ -3,7 +3,7 @@
 from evolvedirector.director.base import Director, Discrimination, Verdict, discriminate, select_best
 from evolvedirector.director.local_vlm import LocalVLMDirector
 from evolvedirector.director.openai_server import OpenAIDirector
-from evolvedirector.director.shapes import ShapesDirector
+from evolvedirector.worlds.shapes.director import ShapesDirector
 from evolvedirector.director.vlm import DirectorError, VLMDirector
 
 DIRECTORS: dict[str, type[Director]] = {

@@ -35,6 +35,11 @@ class Director(ABC):
     async def mutate(self, prompt: str) -> str:
         """One new prompt unrelated to this one, so the set keeps exploring."""
 
+    async def categorize(self, prompt: str, categories: tuple[str, ...]) -> str | None:
+        """Which of `categories` a new prompt belongs to (a mutation's, in the open world), or
+        None when the director cannot tell; backends without a language model cannot."""
+        return None
+
     def reseed(self, seed: int) -> None:
         """Restart the director's randomness; the loop calls it each round so that a resumed run
         makes the same choices as an uninterrupted one. Backends without randomness ignore it."""

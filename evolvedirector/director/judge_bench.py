@@ -32,8 +32,8 @@ import numpy as np
 from PIL import Image
 
 from evolvedirector.director.base import Director
-from evolvedirector.world import grammar
-from evolvedirector.world.render import render, render_mistake
+from evolvedirector.worlds.shapes import grammar
+from evolvedirector.worlds.shapes.render import render, render_mistake
 
 
 @dataclass(frozen=True)

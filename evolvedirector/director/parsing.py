@@ -97,6 +97,22 @@ def parse_single_prompt(reply: object) -> str | None:
     return None
 
 
+def parse_category(reply: object, categories: Iterable[str]) -> str | None:
+    """The one category of `categories` a reply names (as JSON, bare, or mentioned once as a
+    whole word, in any case), or None when it names none or several."""
+    text = _clip(reply)
+    by_lower = {c.lower(): c for c in categories}
+    for value in (*_json_values(text), text):
+        if isinstance(value, dict):
+            value = next((v for v in value.values() if isinstance(v, str)), None)
+        if isinstance(value, list) and value:
+            value = value[0]
+        if isinstance(value, str) and (found := by_lower.get(value.strip().strip("\"'`.").strip().lower())):
+            return found
+    mentioned = {c for lower, c in by_lower.items() if re.search(rf"(?<!\w){re.escape(lower)}(?!\w)", text.lower())}
+    return mentioned.pop() if len(mentioned) == 1 else None
+
+
 def parse_yes_no(reply: object) -> float | None:
     """1.0 for a reply that answers Yes, 0.0 for No, None otherwise (used when no logprobs come)."""
     text = _unfenced(_clip(reply)).strip().lower()

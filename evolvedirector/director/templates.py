@@ -1,10 +1,11 @@
 """What a vision-language director is asked, as configurable text (the paper's wording by default).
 
-Four questions: which of two side-by-side images is better aligned with a prompt (pairwise), does
+Five questions: which of two side-by-side images is better aligned with a prompt (pairwise), does
 one image show a prompt (pointwise, read as P("Yes")), which prompts are like this one (expansion:
-replace its nouns), and which prompt is unlike it (mutation, with one of four length hints).
+replace its nouns), which prompt is unlike it (mutation, with one of four length hints), and which
+of a prompt file's categories a new prompt belongs to (categorize).
 
-Placeholders are `{prompt}`, `{n}` and `{length}`. They are filled in one pass by name, so a
+Placeholders are `{prompt}`, `{n}`, `{length}` and `{categories}`. They are filled in one pass by name, so a
 prompt that itself contains braces is inserted as it is and never filled again, and a template
 may hold literal braces (a JSON example) without escaping.
 """
@@ -37,6 +38,11 @@ MUTATE = (
     "Answer with a JSON list of 1 string and nothing else."
 )
 
+CATEGORIZE = (
+    "Which category fits this text-to-image prompt best: \"{prompt}\"? "
+    "The categories are: {categories}. Answer with one category name only."
+)
+
 # The paper picks one of four lengths at random for each mutation, so new prompts vary in detail.
 LENGTH_HINTS = (
     "a short prompt description",
@@ -51,9 +57,10 @@ REQUIRED = {
     "pointwise": ("prompt",),
     "expand": ("prompt", "n"),
     "mutate": ("prompt", "length"),
+    "categorize": ("prompt", "categories"),
 }
 
-_PLACEHOLDER = re.compile(r"\{(prompt|n|length)\}")
+_PLACEHOLDER = re.compile(r"\{(prompt|n|length|categories)\}")
 
 
 def missing_placeholders(name: str, template: str) -> list[str]:

@@ -29,7 +29,7 @@ from PIL import Image
 
 from evolvedirector.director.base import Director, Verdict
 from evolvedirector.director.canvas import fit, side_by_side
-from evolvedirector.director.parsing import parse_prompt_list, parse_single_prompt
+from evolvedirector.director.parsing import parse_category, parse_prompt_list, parse_single_prompt
 from evolvedirector.director.templates import fill
 
 T = TypeVar("T")
@@ -154,6 +154,17 @@ class VLMDirector(Director):
 
         # An empty string is no prompt: the loop refuses it like any invalid one.
         return await self._with_retries(attempt) or ""
+
+    async def categorize(self, prompt: str, categories: tuple[str, ...]) -> str | None:
+        if not categories:
+            return None
+        text = fill(self.templates.categorize, prompt=prompt, categories=", ".join(categories))
+        schema = {"type": "string", "enum": list(categories)}  # a constrained answer where the server can
+
+        async def attempt(index: int) -> str | None:
+            return parse_category(await self._ask_text(text, schema, index), categories)
+
+        return await self._with_retries(attempt)
 
     # ---- retrying unusable replies --------------------------------------------------------------
 

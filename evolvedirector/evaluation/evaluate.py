@@ -9,9 +9,10 @@ On a prompt set (the run's held-out prompts by default, a sample of its training
 3. the configured director compares the student with each teacher per prompt. With both orders
    (the default) a pair is a win when the director prefers the student in both orders, a loss
    when it prefers the teacher in both, and a tie when its verdict follows the position;
-4. win / tie / lose rates per teacher and domain, with bootstrap confidence intervals; in the
+4. win / tie / lose rates per teacher and category (the world's: the shapes world's domains, a
+   prompt file's categories), with bootstrap confidence intervals; in the
    shapes world, held-out accuracy per domain of the student and of each teacher; the share of
-   training samples taken from each teacher per domain; Fréchet distances (FD-randconv always,
+   training samples taken from each teacher per category; Fréchet distances (FD-randconv always,
    FID proper with a user-supplied Inception network).
 
 Results go to RUN_DIR/eval/eval.json and the rebuilt RUN_DIR/report.html.
@@ -37,12 +38,9 @@ from evolvedirector.evaluation.frechet import (
 )
 from evolvedirector.evaluation.report import selection_table, write_report
 from evolvedirector.evaluation.stats import OUTCOMES, format_rate, outcome_rates
+from evolvedirector.loop.run_folder import NoStudentYet, load_latest_student
 from evolvedirector.store import ImageStore, Store, write_atomic
-from evolvedirector.world import grammar
-from evolvedirector.world.heldout import accuracy, heldout_prompts
-
-DOMAINS = grammar.DOMAINS
-OTHER = "other"  # the domain of a prompt outside the shapes-world grammar
+from evolvedirector.worlds import OTHER, World, build_world
 
 
 class EvalError(ValueError):
@@ -61,16 +59,9 @@ class EvalOptions:
     max_new_dollars: float | None = None
 
 
-def domain_of(prompt: str) -> str:
-    try:
-        return grammar.parse(prompt).domain
-    except ValueError:
-        return OTHER
-
-
-def choose_prompts(options: EvalOptions, config: RunConfig, store: Store) -> list[str]:
+def choose_prompts(options: EvalOptions, world: World, store: Store) -> list[str]:
     if options.prompt_set == "heldout":
-        prompts = heldout_prompts(config.world.heldout_per_domain, config.world.heldout_seed)
+        prompts = world.heldout
     elif options.prompt_set == "train":
         prompts = sorted({s.prompt for s in store.active_samples()})
         if not prompts:
@@ -88,22 +79,11 @@ def choose_prompts(options: EvalOptions, config: RunConfig, store: Store) -> lis
     return prompts
 
 
-def load_student(run_dir: Path, config: RunConfig, store: Store):
-    from evolvedirector.student import Student  # heavy: only once an evaluation really starts
-
-    checkpoint = next((r for r in reversed(store.rounds()) if r["checkpoint"]), None)
-    if checkpoint is None:
-        raise EvalError(f"{run_dir} has no trained student yet (no round after the seed set has finished)")
-    student = Student(config.student, config.world.image_size)
-    student.load_weights(run_dir / checkpoint["checkpoint"])
-    return student, checkpoint
-
-
 async def buy_teacher_images(
     config: RunConfig, store: Store, images: ImageStore, prompts: list[str], options: EvalOptions, round: int,
 ) -> tuple[dict[str, list[str | None]], dict]:
     """{teacher: image hash or None per prompt}, through the ledger (reused when already paid for)."""
-    from evolvedirector.loop.evolve import TEACHER_SEED  # the loop's key, so training images are reused
+    from evolvedirector.loop.acquire import TEACHER_SEED  # the loop's key, so training images are reused
     from evolvedirector.teachers import ImageRequest, Ledger, build_teacher
 
     calls, dollars = store.spend()
@@ -179,9 +159,14 @@ def run_eval(run_dir: Path, options: EvalOptions, console: Console | None = None
 def _run_eval(run_dir, config, store, options, console, inception) -> dict:
 
     images = ImageStore(run_dir / "images")
-    prompts = choose_prompts(options, config, store)
-    student, checkpoint = load_student(run_dir, config, store)
-    domains = [domain_of(p) for p in prompts]
+    try:
+        student, checkpoint = load_latest_student(run_dir, config, store)
+    except NoStudentYet as error:
+        raise EvalError(str(error)) from None
+    world = build_world(config, text_encoder=student.text)
+    prompts = choose_prompts(options, world, store)
+    known = {s.prompt: s.domain for s in store.all_samples()}  # director-written prompts' categories
+    domains = [known.get(p) or world.category(p) for p in prompts]
     console.print(f"evaluating {checkpoint['checkpoint']} (round {checkpoint['round']}, step "
                   f"{checkpoint['train_step']}) on {len(prompts)} {options.prompt_set} prompts", highlight=False)
 
@@ -198,8 +183,7 @@ def _run_eval(run_dir, config, store, options, console, inception) -> dict:
         name: [images.get(h) if h else None for h in hashes] for name, hashes in teacher_hashes.items()
     }
 
-    heldout = heldout_prompts(config.world.heldout_per_domain, config.world.heldout_seed)
-    director = build_director(config.director, seed=config.seed * 7919 + options.seed, exclude=heldout)
+    director = build_director(config.director, seed=config.seed * 7919 + options.seed, exclude=world.heldout)
     jobs = [
         (name, i) for name in teacher_images for i in range(len(prompts)) if teacher_images[name][i] is not None
     ]
@@ -223,24 +207,23 @@ def _run_eval(run_dir, config, store, options, console, inception) -> dict:
             if teacher == name and outcome is not None:
                 cells.setdefault(domains[i], []).append(outcome)
                 cells.setdefault("all", []).append(outcome)
+        order = (*world.categories, OTHER, "all")
         director_rates[name] = {
             cell: outcome_rates(values, resamples=options.resamples, seed=options.seed)
-            for cell, values in sorted(cells.items(), key=lambda kv: _domain_order(kv[0]))
+            for cell, values in sorted(cells.items(), key=lambda kv: _position(kv[0], order))
         }
 
-    world_prompts = all(d != OTHER for d in domains)
     accuracies = None
     correct: dict[str, list[bool | None]] = {}
-    if config.world.name == "shapes" and world_prompts:
-        from evolvedirector.world.rules import is_correct
-
-        accuracies = {"student": accuracy(prompts, student_images)}
-        correct["student"] = [is_correct(p, im) for p, im in zip(prompts, student_images)]
+    if world.graded and all(d in world.categories for d in domains):
+        accuracies = {"student": world.grade(prompts, student_images)}
+        correct["student"] = [world.grade([p], [im])["mean"] == 1.0 for p, im in zip(prompts, student_images)]
         for name, teacher_list in teacher_images.items():
             have = [i for i, im in enumerate(teacher_list) if im is not None]
             if have:
-                accuracies[name] = accuracy([prompts[i] for i in have], [teacher_list[i] for i in have])
-            correct[name] = [is_correct(p, im) if im is not None else None for p, im in zip(prompts, teacher_list)]
+                accuracies[name] = world.grade([prompts[i] for i in have], [teacher_list[i] for i in have])
+            correct[name] = [world.grade([p], [im])["mean"] == 1.0 if im is not None else None
+                             for p, im in zip(prompts, teacher_list)]
 
     frechet = {"feature": RANDCONV_NAME, "description": RANDCONV_DESCRIPTION, "n": len(prompts), "values": {}}
     fid = None
@@ -267,6 +250,7 @@ def _run_eval(run_dir, config, store, options, console, inception) -> dict:
 
     results = {
         "created_at": time.time(),
+        "categories": [c for c in (*world.categories, OTHER) if c in domains],
         "seconds": round(time.time() - started, 2),
         "checkpoint": checkpoint["checkpoint"],
         "round": checkpoint["round"],
@@ -295,14 +279,13 @@ def _run_eval(run_dir, config, store, options, console, inception) -> dict:
     return results
 
 
-def _domain_order(name: str) -> int:
-    order = (*DOMAINS, OTHER, "all")
+def _position(name: str, order: tuple[str, ...]) -> int:
     return order.index(name) if name in order else len(order)
 
 
 def print_results(results: dict, console: Console) -> None:
-    table = Table(title="student against each teacher (director; rate [95% bootstrap CI])")
-    for column in ("teacher", "domain", "pairs", "student wins", "ties", "teacher wins"):
+    table = Table(title="student against each teacher, per category (director; rate [95% bootstrap CI])")
+    for column in ("teacher", "category", "pairs", "student wins", "ties", "teacher wins"):
         table.add_column(column, justify="left" if column in ("teacher", "domain") else "right")
     for teacher, cells in results["win_rates"].items():
         for domain, cell in cells.items():
@@ -314,7 +297,7 @@ def print_results(results: dict, console: Console) -> None:
 
     if results["accuracy"]:
         table = Table(title=f"held-out accuracy ({results['prompt_set']} prompts, world rules)")
-        columns = [d for d in (*DOMAINS, "mean") if d in results["accuracy"]["student"]]
+        columns = [c for c in (*results["categories"], "mean") if c in results["accuracy"]["student"]]
         table.add_column("model")
         for column in columns:
             table.add_column(column, justify="right")
@@ -322,8 +305,8 @@ def print_results(results: dict, console: Console) -> None:
             table.add_row(model, *(f"{values[c]:.2f}" if c in values else "-" for c in columns))
         console.print(table)
 
-    table = Table(title="training samples per teacher and domain (share of the domain)")
-    for column in ("domain", "teacher", "samples", "share", "active", "active share"):
+    table = Table(title="training samples per teacher and category (share of the category)")
+    for column in ("category", "teacher", "samples", "share", "active", "active share"):
         table.add_column(column, justify="left" if column in ("domain", "teacher") else "right")
     for row in results["selection"]:
         active_share = "-" if row["active_share"] is None else f"{row['active_share']:.2f}"

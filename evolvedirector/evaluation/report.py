@@ -3,10 +3,12 @@
 Rebuilt after every round and by `evolvedirector eval`, from what is on disk alone (the store,
 the content-addressed images, `eval/eval.json`), so it always shows what is committed. One static
 page, no scripts and nothing fetched from the network:
-- the rounds: set size, operations, teacher-win rate, teacher calls and spend, held-out accuracy;
+- the rounds: set size, operations, refused proposals, teacher-win rate, teacher calls and spend,
+  held-out accuracy (where the world grades exactly);
+- the set by category, and the director's proposals the world refused, by reason;
 - the student against each teacher from the latest `evolvedirector eval` (director win rates with
-  bootstrap intervals, accuracy per domain, Fréchet distances) and a grid of its images;
-- which teacher the set learns each domain from (selection);
+  bootstrap intervals, accuracy per category, Fréchet distances) and a grid of its images;
+- which teacher the set learns each category from (selection);
 - blind human preference from the A/B page, once there are votes;
 - the last judged round as a grid (prompt, student render, every teacher's image);
 - the lineage of samples: why each image is in the training set.
@@ -31,16 +33,22 @@ from evolvedirector.evaluation.lineage import LineageIndex, Step, describe_verdi
 from evolvedirector.evaluation.stats import OUTCOMES, format_rate, outcome_rates  # noqa: E402
 from evolvedirector.store import Store, write_atomic  # noqa: E402
 
-DOMAINS = ("object", "relation", "count", "text")
 HASH = re.compile(r"[0-9a-f]{64}")
 EMBED_LIMIT = 64 * 1024  # larger images are linked, not embedded
 GRID_ROWS = 16  # prompts per grid
 LINEAGE_LIMIT = 3000  # samples with a lineage section: all of them in small runs, the newest otherwise
 AB_NOTE = "No votes yet. `evolvedirector ab RUN_DIR` serves the blind A/B page; votes appear here."
+REFUSALS_SHOWN = 30  # the newest refused proposals listed word for word
 
 
 class Raw(str):
     """HTML that is already escaped (an image tag, a link), put into a table as it is."""
+
+
+def accuracy_columns(rounds: list[dict]) -> list[str]:
+    """The categories held-out accuracy was graded in, in the world's order, then "mean"."""
+    seen = dict.fromkeys(k for r in rounds for k in r["metrics"].get("accuracy", {}) if k != "mean")
+    return [*seen, "mean"] if seen else []
 
 
 def plot_rounds(rounds: list[dict], path: Path) -> None:
@@ -74,12 +82,12 @@ def plot_rounds(rounds: list[dict], path: Path) -> None:
     ax.set_title("teacher spend (cumulative)")
 
     ax = axes[1, 1]
-    for domain in (*DOMAINS, "mean"):
+    for domain in accuracy_columns(rounds):
         values = [r["metrics"].get("accuracy", {}).get(domain) for r in rounds]
         if any(v is not None for v in values):
             ax.plot(x, values, marker="o", linewidth=2.5 if domain == "mean" else 1.2, label=domain)
     ax.set_ylim(0, 1)
-    ax.set_title("held-out accuracy")
+    ax.set_title("held-out accuracy" if accuracy_columns(rounds) else "held-out accuracy (no exact rules here)")
     ax.set_xlabel("round")
     if ax.get_legend_handles_labels()[0]:  # runs without per-round evaluation have no series
         ax.legend()
@@ -99,7 +107,7 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 
 def selection_table(store: Store) -> list[dict]:
-    """Share of training samples taken from each teacher, per domain (all ever added, and active)."""
+    """Share of training samples taken from each teacher, per category (all ever added, and active)."""
     active: dict[tuple[str, str], int] = {}
     for sample in store.active_samples():
         active[(sample.domain, sample.teacher)] = active.get((sample.domain, sample.teacher), 0) + 1
@@ -122,18 +130,17 @@ def selection_table(store: Store) -> list[dict]:
 
 
 def vote_rates(votes: list[dict], resamples: int = 1000) -> dict[str, dict[str, dict]]:
-    """{teacher: {domain or "all": win/tie/lose rates}} of the student in human votes."""
+    """{teacher: {category or "all": win/tie/lose rates}} of the student in human votes."""
     outcome = {"student": "win", "tie": "tie", "teacher": "lose"}
     cells: dict[str, dict[str, list[str]]] = {}
     for vote in votes:
         by_domain = cells.setdefault(vote["teacher"], {})
         by_domain.setdefault(vote["domain"], []).append(outcome[vote["preferred"]])
         by_domain.setdefault("all", []).append(outcome[vote["preferred"]])
-    order = (*DOMAINS, "all")
     return {
         teacher: {
             domain: outcome_rates(values, resamples=resamples)
-            for domain, values in sorted(by_domain.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 4)
+            for domain, values in sorted(by_domain.items(), key=lambda kv: (kv[0] == "all", kv[0]))
         }
         for teacher, by_domain in sorted(cells.items())
     }
@@ -166,24 +173,53 @@ class _Images:
         return Raw(f'<img class="{css}" src="{html.escape(source)}" title="{label}" alt="{label}"{lazy}>')
 
 
-def _rounds_section(rounds: list[dict]) -> str:
+def _rounds_section(rounds: list[dict], refused: dict[int, int]) -> str:
     rows = []
+    columns = accuracy_columns(rounds)
     previous_calls, previous_dollars = 0, 0.0
     for r in rounds:
         accuracy = r["metrics"].get("accuracy", {})
         calls, dollars = r["metrics"].get("calls", 0), r["metrics"].get("dollars", 0.0)
         rows.append([
-            r["round"], r["set_size"], r["added"], r["deleted"], r["mutated"], r["judged"],
+            r["round"], r["set_size"], r["added"], r["deleted"], r["mutated"], refused.get(r["round"], 0), r["judged"],
             f"{r['teacher_wins'] / r['judged']:.2f}" if r["judged"] else "-",
             calls - previous_calls, f"{dollars - previous_dollars:.2f}", calls, f"{dollars:.2f}", r["train_step"],
-            *(f"{accuracy[d]:.2f}" if d in accuracy else "-" for d in (*DOMAINS, "mean")),
+            *(f"{accuracy[d]:.2f}" if d in accuracy else "-" for d in columns),
         ])
         previous_calls, previous_dollars = calls, dollars
     return "<h2>Rounds</h2>" + _table(
-        ["round", "set", "added", "deleted", "mutated", "judged", "teacher-win", "calls", "spend $", "calls total",
-         "spend $ total", "step", *DOMAINS, "mean"], rows,
+        ["round", "set", "added", "deleted", "mutated", "refused", "judged", "teacher-win", "calls", "spend $",
+         "calls total", "spend $ total", "step", *columns], rows,
     ) + ('<p class="note">Calls and spend of a round include teacher images bought by evaluations '
          "made since the round before.</p>")
+
+
+def _categories_section(store: Store, refusals: list[dict]) -> str:
+    counts: dict[str, list[int]] = {}  # category -> [ever added, active, director-written]
+    for sample in store.all_samples():
+        row = counts.setdefault(sample.domain, [0, 0, 0])
+        row[0] += 1
+        row[1] += sample.round_deleted is None
+        row[2] += sample.operation != "seed"
+    parts = ["<h2>The set by category</h2>",
+             _table(["category", "samples ever", "active", "added by the director"],
+                    [[c, *n] for c, n in sorted(counts.items(), key=lambda kv: -kv[1][0])])]
+    by_reason: dict[str, dict[str, int]] = {}
+    for refusal in refusals:
+        cell = by_reason.setdefault(refusal["reason"], {"expand": 0, "mutate": 0})
+        cell[refusal["operation"]] += 1
+    parts.append("<h2>Proposals the world refused</h2>")
+    if not refusals:
+        return "".join(parts) + '<p class="note">None so far.</p>'
+    parts.append(_table(["reason", "expansions", "mutations", "all"],
+                        [[reason, n["expand"], n["mutate"], n["expand"] + n["mutate"]]
+                         for reason, n in sorted(by_reason.items(), key=lambda kv: -sum(kv[1].values()))]))
+    newest = refusals[-REFUSALS_SHOWN:][::-1]
+    parts.append(f'<p class="note">The newest {len(newest)} of {len(refusals)}, as the director wrote them:</p>'
+                 + _table(["round", "from sample", "operation", "reason", "proposal"],
+                          [[r["round"], "-" if r["parent_id"] is None else f"#{r['parent_id']}", r["operation"],
+                            r["reason"], r["proposal"]] for r in newest]))
+    return "".join(parts)
 
 
 def _selection_section(store: Store) -> str:
@@ -192,8 +228,8 @@ def _selection_section(store: Store) -> str:
          "-" if r["active_share"] is None else f"{r['active_share']:.2f}"]
         for r in selection_table(store)
     ]
-    return ("<h2>Which teacher the set learns each domain from</h2>"
-            + _table(["domain", "teacher", "samples ever", "share", "active", "active share"], rows))
+    return ("<h2>Which teacher the set learns each category from</h2>"
+            + _table(["category", "teacher", "samples ever", "share", "active", "active share"], rows))
 
 
 def _rates_table(rates: dict[str, dict[str, dict]], what: str) -> str:
@@ -201,7 +237,7 @@ def _rates_table(rates: dict[str, dict[str, dict]], what: str) -> str:
     for teacher, cells in rates.items():
         for domain, cell in cells.items():
             rows.append([teacher, domain, cell["n"], *(format_rate(cell[o]) for o in OUTCOMES)])
-    return _table(["teacher", "domain", what, "student preferred", "tie", "teacher preferred"], rows)
+    return _table(["teacher", "category", what, "student preferred", "tie", "teacher preferred"], rows)
 
 
 def _load_eval(run_dir: Path) -> tuple[dict | None, str]:
@@ -231,10 +267,10 @@ def _eval_section(results: dict | None, note: str, images: _Images) -> str:
         "<h3>Director verdicts</h3>", _rates_table(results.get("win_rates", {}), "pairs"),
     ]
     if results.get("accuracy"):
-        columns = [c for c in (*DOMAINS, "mean") if c in results["accuracy"].get("student", {})]
+        columns = list(results["accuracy"].get("student", {}))
         rows = [[model, *(f"{values[c]:.2f}" if c in values else "-" for c in columns)]
                 for model, values in results["accuracy"].items()]
-        parts += ["<h3>Accuracy per domain (the world's exact rules)</h3>", _table(["model", *columns], rows)]
+        parts += ["<h3>Accuracy per category (the world's exact rules)</h3>", _table(["model", *columns], rows)]
     frechet = results.get("frechet") or {}
     fid = results.get("fid") or {}
     header = ["teacher", str(frechet.get("feature", "FD"))] + (["FID"] if fid else [])
@@ -362,6 +398,10 @@ section.lineage h3{font-size:100%;margin:.4em 0}section.lineage li{margin:.3em 0
 def write_report(store: Store, run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     rounds = store.rounds()
+    refusals = store.all_refusals()
+    refused_per_round: dict[int, int] = {}
+    for refusal in refusals:
+        refused_per_round[refusal["round"]] = refused_per_round.get(refusal["round"], 0) + 1
     plot_path = run_dir / "report.png"
     plot_rounds(rounds, plot_path)
     images = _Images(run_dir)
@@ -385,8 +425,9 @@ def write_report(store: Store, run_dir: Path) -> Path:
 <style>{STYLE}</style></head><body>
 <h1>EvolveDirector run: {name}</h1>
 <img src="data:image/png;base64,{plot}" alt="series per round">
-{_rounds_section(rounds)}
+{_rounds_section(rounds, refused_per_round)}
 {evaluation}
+{_categories_section(store, refusals)}
 {_selection_section(store)}
 {_ab_section(store)}
 {last_round}

@@ -3,6 +3,7 @@
 from evolvedirector.store.db import (
     BudgetExceeded,
     NewSample,
+    RefusalRecord,
     RoundRecord,
     Sample,
     Store,
@@ -11,6 +12,6 @@ from evolvedirector.store.db import (
 from evolvedirector.store.images import ImageStore, write_atomic
 
 __all__ = [
-    "BudgetExceeded", "ImageStore", "NewSample", "RoundRecord", "Sample", "Store", "VerdictRecord",
+    "BudgetExceeded", "ImageStore", "NewSample", "RefusalRecord", "RoundRecord", "Sample", "Store", "VerdictRecord",
     "write_atomic",
 ]

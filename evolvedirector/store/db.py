@@ -1,11 +1,14 @@
 """The dynamic dataset, its history and the teacher-call ledger, in one SQLite file.
 
 These tables tell the whole story of a run:
-- `samples`: every prompt that ever entered the training set, with its lineage (parent, operation,
-  round added, round deleted) and the teacher image it trains on. The set of version r is the
+- `samples`: every prompt that ever entered the training set, with its category (`domain`: the
+  world's category, the shapes world's domains or a prompt file's categories), its lineage
+  (parent, operation, round added, round deleted), the image shape it was bought at (`bucket`,
+  height x width, NULL for the square image size) and the teacher image it trains on. The set of version r is the
   samples with `round_added <= r` and no deletion at or before r.
 - `candidates`: every teacher image considered for a sample, and which one the director chose.
 - `verdicts`: every discrimination (student against teacher) and the action it caused.
+- `refusals`: every prompt the director proposed that the world refused, with the reason.
 - `rounds`: one row per committed round, with its counts and metrics. A round exists once its
   row does; everything a round writes goes in with that row in a single transaction.
 - `teacher_calls`: the ledger. One row per idempotency key, written before the call is made
@@ -22,8 +25,8 @@ The loop is the only writer of the dynamic set (WAL mode lets readers such as `e
 status` look at a live run without blocking it); `evolvedirector eval` adds ledger rows and the
 A/B page adds votes, each in short transactions that wait for the loop's (busy timeout).
 
-Schema changes are additive only (`CREATE ... IF NOT EXISTS`, run on every open), so a store
-written by an older version opens unchanged and gains the new tables.
+Schema changes are additive only (`CREATE ... IF NOT EXISTS` and `ADDED_COLUMNS`, run on every
+open), so a store written by an older version opens unchanged and gains the new tables and columns.
 """
 
 from __future__ import annotations
@@ -101,6 +104,14 @@ CREATE TABLE IF NOT EXISTS teacher_faults (
     count INTEGER NOT NULL,
     PRIMARY KEY (teacher, kind)
 );
+CREATE TABLE IF NOT EXISTS refusals (
+    id INTEGER PRIMARY KEY,
+    round INTEGER NOT NULL,
+    parent_id INTEGER REFERENCES samples(id),
+    operation TEXT NOT NULL CHECK (operation IN ('expand', 'mutate')),
+    reason TEXT NOT NULL,
+    proposal TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS ab_votes (
     id INTEGER PRIMARY KEY,
     created_at REAL NOT NULL,
@@ -113,6 +124,24 @@ CREATE TABLE IF NOT EXISTS ab_votes (
     preferred TEXT NOT NULL CHECK (preferred IN ('student', 'teacher', 'tie'))
 );
 """
+
+# Columns added after a table was first released: (table, column, declaration).
+ADDED_COLUMNS = (
+    ("samples", "bucket", "TEXT"),  # height x width, e.g. 768x1344; NULL: the square image size
+    ("teacher_calls", "bucket", "TEXT"),
+)
+
+
+def bucket_text(bucket: tuple[int, int] | None) -> str | None:
+    """(height, width) as stored: "768x1344" (height first, as the student's buckets are)."""
+    return None if bucket is None else f"{bucket[0]}x{bucket[1]}"
+
+
+def parse_bucket(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    height, width = text.split("x")
+    return int(height), int(width)
 
 
 @dataclass
@@ -127,6 +156,17 @@ class NewSample:
     parent_id: int | None = None
     # (teacher, image hash) of every image the director chose among; empty for one teacher.
     candidates: list[tuple[str, str]] = field(default_factory=list)
+    bucket: tuple[int, int] | None = None  # (height, width) it was bought at; None: the square size
+
+
+@dataclass
+class RefusalRecord:
+    """A proposal of the director that the world refused (see worlds/base.py)."""
+
+    parent_id: int | None
+    operation: str  # expand or mutate
+    reason: str
+    proposal: str
 
 
 @dataclass
@@ -148,6 +188,7 @@ class RoundRecord:
     new_samples: list[NewSample] = field(default_factory=list)
     deleted_ids: list[int] = field(default_factory=list)
     verdicts: list[VerdictRecord] = field(default_factory=list)
+    refusals: list[RefusalRecord] = field(default_factory=list)
     train_step: int = 0
     checkpoint: str | None = None
     metrics: dict = field(default_factory=dict)
@@ -164,6 +205,7 @@ class Sample:
     round_deleted: int | None
     teacher: str
     image_hash: str
+    bucket: str | None = None  # height x width as stored, e.g. "768x1344"; None: the square size
 
 
 class BudgetExceeded(Exception):
@@ -182,6 +224,9 @@ class Store:
         self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.execute("PRAGMA foreign_keys=ON")
         self.conn.executescript(SCHEMA)
+        for table, column, declaration in ADDED_COLUMNS:
+            if column not in {row["name"] for row in self.conn.execute(f"PRAGMA table_info({table})")}:
+                self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def close(self) -> None:
         self.conn.close()
@@ -190,16 +235,6 @@ class Store:
 
     def _transaction(self):
         return _Transaction(self.conn)
-
-    # -- meta ---------------------------------------------------------------------------------
-
-    def get_meta(self, key: str) -> str | None:
-        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else row["value"]
-
-    def set_meta(self, key: str, value: str) -> None:
-        with self._transaction():
-            self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     # -- rounds and samples -------------------------------------------------------------------
 
@@ -258,6 +293,18 @@ class Store:
     def count_samples(self) -> int:
         return self.conn.execute("SELECT COUNT(*) AS n FROM samples").fetchone()["n"]
 
+    def refusal_counts(self) -> dict[str, dict[str, int]]:
+        """reason -> operation -> how many proposals the world refused for it, over the whole run."""
+        counts: dict[str, dict[str, int]] = {}
+        for row in self.conn.execute(
+            "SELECT reason, operation, COUNT(*) AS n FROM refusals GROUP BY reason, operation ORDER BY n DESC"
+        ):
+            counts.setdefault(row["reason"], {})[row["operation"]] = row["n"]
+        return counts
+
+    def all_refusals(self) -> list[dict]:
+        return [dict(row) for row in self.conn.execute("SELECT * FROM refusals ORDER BY id")]
+
     def verdict_counts(self) -> dict[str, int]:
         rows = self.conn.execute("SELECT winner, COUNT(*) AS n FROM verdicts GROUP BY winner").fetchall()
         return {row["winner"]: row["n"] for row in rows}
@@ -295,9 +342,10 @@ class Store:
                     raise ValueError(f"sample {sample_id} is not in the active set")
             for new in record.new_samples:
                 cursor = self.conn.execute(
-                    "INSERT INTO samples (prompt, domain, parent_id, operation, round_added, teacher, image_hash)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (new.prompt, new.domain, new.parent_id, new.operation, record.round, new.teacher, new.image_hash),
+                    "INSERT INTO samples (prompt, domain, parent_id, operation, round_added, teacher, image_hash,"
+                    " bucket) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (new.prompt, new.domain, new.parent_id, new.operation, record.round, new.teacher, new.image_hash,
+                     bucket_text(new.bucket)),
                 )
                 for teacher, image_hash in new.candidates:
                     self.conn.execute(
@@ -310,6 +358,11 @@ class Store:
                     " winner, action) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (record.round, verdict.sample_id, verdict.student_image, verdict.teacher_image,
                      int(verdict.student_shown_first), verdict.winner, verdict.action),
+                )
+            for refusal in record.refusals:
+                self.conn.execute(
+                    "INSERT INTO refusals (round, parent_id, operation, reason, proposal) VALUES (?, ?, ?, ?, ?)",
+                    (record.round, refusal.parent_id, refusal.operation, refusal.reason, refusal.proposal),
                 )
             set_size = self.conn.execute(
                 "SELECT COUNT(*) AS n FROM samples WHERE round_deleted IS NULL"
@@ -343,18 +396,12 @@ class Store:
 
     def reserve_call(
         self, *, key: str, teacher: str, prompt: str, seed: int, size: int, cost: float, round: int,
-        max_calls: int | None, max_dollars: float | None,
+        max_calls: int | None, max_dollars: float | None, bucket: tuple[int, int] | None = None,
     ) -> None:
         """Record a call as pending before it is made, if the budget allows it (see `ledger_reserve`)."""
         with self._transaction():
             ledger_reserve(self.conn, key=key, teacher=teacher, prompt=prompt, seed=seed, size=size, cost=cost,
-                           round=round, max_calls=max_calls, max_dollars=max_dollars)
-
-    def finish_call(
-        self, key: str, *, image_hash: str | None = None, error: str | None = None, billed: bool = False,
-    ) -> None:
-        with self._transaction():
-            ledger_finish(self.conn, key, image_hash=image_hash, error=error, billed=billed)
+                           round=round, max_calls=max_calls, max_dollars=max_dollars, bucket=bucket)
 
     def set_request_id(self, key: str, request_id: str) -> None:
         with self._transaction():
@@ -404,7 +451,7 @@ def ledger_spend(conn: sqlite3.Connection) -> tuple[int, float]:
 
 def ledger_reserve(
     conn: sqlite3.Connection, *, key: str, teacher: str, prompt: str, seed: int, size: int, cost: float,
-    round: int, max_calls: int | None, max_dollars: float | None,
+    round: int, max_calls: int | None, max_dollars: float | None, bucket: tuple[int, int] | None = None,
 ) -> None:
     """Insert a pending call if the budget allows it; raise BudgetExceeded, inserting nothing, if not.
 
@@ -417,9 +464,9 @@ def ledger_reserve(
     if max_dollars is not None and dollars + cost > max_dollars + 1e-9:
         raise BudgetExceeded(f"budget of ${max_dollars:.2f} is spent (${dollars:.2f} used)")
     conn.execute(
-        "INSERT INTO teacher_calls (key, teacher, prompt, seed, size, status, cost, round, created_at)"
-        " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
-        (key, teacher, prompt, seed, size, cost, round, time.time()),
+        "INSERT INTO teacher_calls (key, teacher, prompt, seed, size, bucket, status, cost, round, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+        (key, teacher, prompt, seed, size, bucket_text(bucket), cost, round, time.time()),
     )
 
 

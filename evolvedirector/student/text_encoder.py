@@ -68,6 +68,10 @@ class TextEncoder:
         self.dim = self.model.config.hidden_size  # T5 maps it to d_model
         self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
+    def count_tokens(self, prompt: str) -> int:
+        """Tokens the prompt takes, special tokens included; past max_tokens encoding cuts it."""
+        return len(self.tokenizer(prompt, truncation=False)["input_ids"])
+
     def to(self, device: str | torch.device) -> "TextEncoder":
         """Run the encoder on `device` (features are still cached and returned on the CPU)."""
         self.model.to(device)

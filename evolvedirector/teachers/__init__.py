@@ -7,8 +7,9 @@
 | `openai`    | the OpenAI images API (gpt-image-1, dall-e-3)             | `openai_images.py`      |
 | `queue`     | submit/poll/download APIs (fal, Replicate)                | `queue_http.py`         |
 
-Every call goes through the `Ledger` (`ledger.py`); faults and retries are in `faults.py` and
-`retry.py`, the shared HTTP plumbing in `http_client.py`.
+Every call goes through the `Ledger` (`ledger.py`); faults are named in `faults.py`, the shared
+HTTP plumbing is in `http_client.py`, and the API key and retries in `evolvedirector/http.py`
+(shared with the director).
 """
 
 from evolvedirector.teachers.base import CallContext, ImageRequest, ImageResult, Teacher, idempotency_key
@@ -16,7 +17,7 @@ from evolvedirector.teachers.diffusers_pipeline import DiffusersTeacher
 from evolvedirector.teachers.ledger import Ledger, Purchase
 from evolvedirector.teachers.openai_images import OpenAIImagesTeacher
 from evolvedirector.teachers.queue_http import QueueTeacher
-from evolvedirector.teachers.shapes import ShapesTeacher
+from evolvedirector.worlds.shapes.teacher import ShapesTeacher
 
 TEACHERS: dict[str, type[Teacher]] = {
     "shapes": ShapesTeacher,

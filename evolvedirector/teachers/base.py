@@ -20,7 +20,10 @@ import numpy as np
 class ImageRequest:
     prompt: str
     seed: int
-    size: int
+    size: int  # the student's image side: a square image of it, unless `bucket` says otherwise
+    # (height, width) at the multi-aspect stage: the image's shape, in pixels at the student's
+    # scale (one of `buckets_at(size)`); each backend asks its API for the nearest shape it draws.
+    bucket: tuple[int, int] | None = None
 
 
 @dataclass
@@ -54,8 +57,12 @@ class CallContext:
 
 
 def idempotency_key(teacher: str, request: ImageRequest) -> str:
-    """One key per (teacher, prompt, seed, size): the same key is never bought twice."""
-    text = "\x1f".join([teacher, request.prompt, str(request.seed), str(request.size)])
+    """One key per (teacher, prompt, seed, size, bucket): the same key is never bought twice.
+    A square request's key leaves the bucket out, as keys did before there were buckets."""
+    parts = [teacher, request.prompt, str(request.seed), str(request.size)]
+    if request.bucket is not None:
+        parts.append("{}x{}".format(*request.bucket))
+    text = "\x1f".join(parts)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -30,7 +30,9 @@ from dataclasses import dataclass
 from functools import partial
 
 from evolvedirector.store import BudgetExceeded, ImageStore, Store
-from evolvedirector.store.db import ledger_count_fault, ledger_finish, ledger_reserve, ledger_set_request_id
+from evolvedirector.store.db import (
+    ledger_count_fault, ledger_finish, ledger_reserve, ledger_set_request_id, parse_bucket,
+)
 from evolvedirector.teachers.base import CallContext, ImageRequest, ImageResult, Teacher, idempotency_key
 from evolvedirector.teachers.ledger_writer import LedgerWriter
 
@@ -75,8 +77,8 @@ class Ledger:
         pending = [row for row in self.store.pending_calls() if row["teacher"] in teachers]
         async with self._writing():
             await asyncio.gather(*(
-                self._buy_one(teachers[row["teacher"]], ImageRequest(row["prompt"], row["seed"], row["size"]),
-                              row["round"])
+                self._buy_one(teachers[row["teacher"]], ImageRequest(
+                    row["prompt"], row["seed"], row["size"], parse_bucket(row["bucket"])), row["round"])
                 for row in pending
             ))
         return len(pending)
@@ -98,7 +100,7 @@ class Ledger:
                     await self._writer.run(partial(
                         ledger_reserve, key=key, teacher=teacher.name, prompt=request.prompt, seed=request.seed,
                         size=request.size, cost=teacher.cost_per_image, round=round,
-                        max_calls=self.max_calls, max_dollars=self.max_dollars,
+                        max_calls=self.max_calls, max_dollars=self.max_dollars, bucket=request.bucket,
                     ))
                 except BudgetExceeded as error:
                     self.exhausted = True

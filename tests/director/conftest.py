@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from evolvedirector.config import DirectorConfig
-from evolvedirector.director.shapes_server import ShapesChatServer
+from evolvedirector.worlds.shapes.chat_server import ShapesChatServer
 
 
 @pytest.fixture

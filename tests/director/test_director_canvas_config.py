@@ -6,8 +6,8 @@ import pytest
 from evolvedirector.config import ConfigError, DirectorConfig, dump_config, parse_config
 from evolvedirector.director import templates
 from evolvedirector.director.canvas import Layout, decode_data_url, png_data_url, side_by_side, split
-from evolvedirector.world.render import render, render_mistake
-from evolvedirector.world.rules import is_correct
+from evolvedirector.worlds.shapes.render import render, render_mistake
+from evolvedirector.worlds.shapes.rules import is_correct
 
 
 def test_canvas_holds_both_images_exactly_under_their_labels():

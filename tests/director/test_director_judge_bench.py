@@ -12,8 +12,8 @@ from evolvedirector.director import ShapesDirector, Verdict, build_director
 from evolvedirector.director.judge_bench import (
     bench_discrimination, bench_expansion, load_pairs, mean_cosine_distance, save_pairs, synthetic_pairs,
 )
-from evolvedirector.director.shapes_server import ShapesChatServer
-from evolvedirector.world.rules import is_correct
+from evolvedirector.worlds.shapes.chat_server import ShapesChatServer
+from evolvedirector.worlds.shapes.rules import is_correct
 
 runner = CliRunner()
 LAST_LINE = re.compile(r"^accuracy=(\d\.\d{4}) position_bias=(\d\.\d{4}) parse_failures=(\d+)$")

@@ -7,8 +7,8 @@ import pytest
 
 from evolvedirector.config import DirectorConfig
 from evolvedirector.director import DirectorError, build_director
-from evolvedirector.world import grammar
-from evolvedirector.world.render import render, render_mistake
+from evolvedirector.worlds.shapes import grammar
+from evolvedirector.worlds.shapes.render import render, render_mistake
 
 
 def local_config(model, **fields) -> DirectorConfig:

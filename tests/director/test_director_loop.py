@@ -1,7 +1,7 @@
 """The loop with its director served over HTTP on 127.0.0.1: rounds and verdicts are committed."""
 
 from evolvedirector.config import parse_config
-from evolvedirector.director.shapes_server import ShapesChatServer
+from evolvedirector.worlds.shapes.chat_server import ShapesChatServer
 from evolvedirector.loop import Evolution
 from evolvedirector.store import Store
 from test_loop import check_run_invariants, tiny_config

@@ -9,9 +9,9 @@ import pytest
 from evolvedirector.director import DirectorError, build_director
 from evolvedirector.director import openai_server
 from evolvedirector.director.canvas import decode_data_url, split
-from evolvedirector.director.shapes_server import ShapesChatServer
-from evolvedirector.world import grammar
-from evolvedirector.world.render import render, render_mistake
+from evolvedirector.worlds.shapes.chat_server import ShapesChatServer
+from evolvedirector.worlds.shapes import grammar
+from evolvedirector.worlds.shapes.render import render, render_mistake
 
 HELDOUT = "a green square at the top"
 

@@ -7,8 +7,8 @@ from typer.testing import CliRunner
 
 from evolvedirector.cli import app
 from evolvedirector.store import Store
-from evolvedirector.world import grammar
-from evolvedirector.world.heldout import heldout_prompts
+from evolvedirector.worlds.shapes import grammar
+from evolvedirector.worlds.shapes.heldout import heldout_prompts
 
 runner = CliRunner()
 TEACHERS = ("atlas", "quill", "tally")

@@ -7,7 +7,7 @@ import torch
 from evolvedirector.evaluation.frechet import (
     InceptionUnavailable, RandomConvFeatures, TorchScriptInception, frechet_distance,
 )
-from evolvedirector.world.render import render
+from evolvedirector.worlds.shapes.render import render
 
 # The FID network comes as TorchScript, which torch marks deprecated but still loads.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")

@@ -10,7 +10,7 @@ import pytest
 from evolvedirector.config import OpenAITeacherConfig, QueueTeacherConfig
 from evolvedirector.store import ImageStore, Store
 from evolvedirector.teachers import ImageRequest, Ledger, build_teacher
-from evolvedirector.teachers.fake_api import FakeImageAPI
+from evolvedirector.testing.fake_images_api import FakeImageAPI
 
 FAST_RETRY = {"max_attempts": 4, "backoff_s": 0.01, "max_backoff_s": 0.05}
 

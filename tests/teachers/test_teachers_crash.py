@@ -14,7 +14,7 @@ import pytest
 
 from evolvedirector.store import ImageStore, Store
 from evolvedirector.teachers import Ledger, idempotency_key
-from evolvedirector.teachers.fake_api import FakeImageAPI
+from evolvedirector.testing.fake_images_api import FakeImageAPI
 
 sys.path.insert(0, str(Path(__file__).parent))
 from teachers_crash_worker import crash_requests, crash_teacher  # noqa: E402

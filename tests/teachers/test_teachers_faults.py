@@ -168,7 +168,7 @@ def test_a_job_the_api_no_longer_knows_is_a_billed_failure(api, store, images, q
 
 
 def test_image_references_an_api_may_give(api, queue_teacher):
-    from evolvedirector.teachers.fake_api import fake_image
+    from evolvedirector.testing.fake_images_api import fake_image
     from evolvedirector.teachers.faults import Fault
 
     teacher = queue_teacher(api)

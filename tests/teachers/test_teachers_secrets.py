@@ -7,7 +7,7 @@ import pytest
 
 from evolvedirector.config import ConfigError, dump_config, parse_config
 from evolvedirector.teachers import build_teacher
-from evolvedirector.teachers.fake_api import FakeImageAPI
+from evolvedirector.testing.fake_images_api import FakeImageAPI
 
 pytestmark = pytest.mark.timeout(30)
 

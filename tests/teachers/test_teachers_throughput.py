@@ -6,7 +6,7 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from evolvedirector.teachers.fake_api import FakeImageAPI
+from evolvedirector.testing.fake_images_api import FakeImageAPI
 
 pytestmark = pytest.mark.timeout(30)
 

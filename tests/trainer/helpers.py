@@ -10,7 +10,7 @@ import yaml
 
 from evolvedirector.config import dump_config, parse_config
 from evolvedirector.store import ImageStore, NewSample, RoundRecord, Store
-from evolvedirector.world import grammar
+from evolvedirector.worlds.shapes import grammar
 
 
 def tiny_train_config(out: Path, **train) -> dict:

@@ -13,7 +13,7 @@ GET  /files/{name}.png             image bytes
 An image answer takes `latency` seconds (a queued job finishes `latency` after its submit).
 `inject(route, fault, times)` makes the next `times` requests of a route fail one way. It keeps
 the books a provider would: images it generated (and so would bill), every submit with its
-idempotency key, requests per route, and the most requests it served at once.
+idempotency key, every POSTed body, requests per route, and the most requests it served at once.
 
 It serves the tests and `evolvedirector bench teachers`; a run never starts it.
 """
@@ -60,6 +60,9 @@ def _size(value, default: int = 32) -> tuple[int, int]:
         return min(int(width), 2048), min(int(height), 2048)
     if isinstance(value, int) and 0 < value <= 2048:
         return value, value
+    if isinstance(value, dict) and all(isinstance(value.get(k), int) and 0 < value[k] <= 2048
+                                       for k in ("width", "height")):
+        return value["width"], value["height"]  # fal's custom image_size
     return default, default
 
 
@@ -85,6 +88,7 @@ class FakeImageAPI:
         self.jobs: dict[str, Job] = {}
         self.submits: list[tuple[str | None, str]] = []  # (idempotency key, request id), every submit
         self.requests: Counter[str] = Counter()
+        self.bodies: list[tuple[str, dict]] = []  # (route, JSON body) of every POST, in arrival order
         self.auth_seen: list[tuple[str, str | None]] = []  # (route, Authorization header)
         self.files: dict[str, bytes] = {}
         self.max_in_flight = 0
@@ -246,6 +250,8 @@ def _handler_for(api: FakeImageAPI) -> type[BaseHTTPRequestHandler]:
                 return
             with api.lock:
                 api.requests[route] += 1
+                if method == "POST":
+                    api.bodies.append((route, body))
                 api._in_flight += 1
                 api.max_in_flight = max(api.max_in_flight, api._in_flight)
             try:
@@ -342,7 +348,7 @@ def _handler_for(api: FakeImageAPI) -> type[BaseHTTPRequestHandler]:
 
 
 def main() -> None:
-    """`python -m evolvedirector.teachers.fake_api --latency 1`: serve until stdin closes.
+    """`python -m evolvedirector.testing.fake_images_api --latency 1`: serve until stdin closes.
 
     Prints `http://127.0.0.1:PORT` on the first line, so a parent process knows where it is.
     """

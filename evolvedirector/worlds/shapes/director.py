@@ -8,8 +8,8 @@ from collections.abc import Collection
 import numpy as np
 
 from evolvedirector.director.base import Director, Verdict
-from evolvedirector.world import grammar
-from evolvedirector.world.judge import judge_pair
+from evolvedirector.worlds.shapes import grammar
+from evolvedirector.worlds.shapes.judge import judge_pair
 
 
 class ShapesDirector(Director):

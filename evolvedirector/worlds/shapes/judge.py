@@ -11,7 +11,7 @@ import random
 
 import numpy as np
 
-from evolvedirector.world.rules import check
+from evolvedirector.worlds.shapes.rules import check
 
 
 def judge_pair(

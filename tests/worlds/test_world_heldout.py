@@ -3,9 +3,9 @@ from collections import Counter
 
 import pytest
 
-from evolvedirector.world.grammar import DOMAINS, parse
-from evolvedirector.world.heldout import accuracy, heldout_prompts
-from evolvedirector.world.render import render, render_mistake
+from evolvedirector.worlds.shapes.grammar import DOMAINS, parse
+from evolvedirector.worlds.shapes.heldout import accuracy, heldout_prompts
+from evolvedirector.worlds.shapes.render import render, render_mistake
 
 
 def test_heldout_is_grouped_per_domain_without_repeats():

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evolvedirector.world.grammar import parse
-from evolvedirector.world.render import render, render_mistake
+from evolvedirector.worlds.shapes.grammar import parse
+from evolvedirector.worlds.shapes.render import render, render_mistake
 
 
 @dataclass(frozen=True)

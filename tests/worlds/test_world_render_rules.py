@@ -4,9 +4,9 @@ import time
 import numpy as np
 import pytest
 
-from evolvedirector.world.grammar import ANCHORS, DOMAINS, PALETTE, all_prompts, parse, random_prompt
-from evolvedirector.world.render import FIXED_COUNT_LAYOUTS, _count_scene, _paint, render, render_mistake
-from evolvedirector.world.rules import (
+from evolvedirector.worlds.shapes.grammar import ANCHORS, DOMAINS, PALETTE, all_prompts, parse, random_prompt
+from evolvedirector.worlds.shapes.render import FIXED_COUNT_LAYOUTS, _count_scene, _paint, render, render_mistake
+from evolvedirector.worlds.shapes.rules import (
     MIN_RELATION_OFFSET,
     check,
     classify_pixels,

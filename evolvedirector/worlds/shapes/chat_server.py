@@ -31,8 +31,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 
 from evolvedirector.director.canvas import decode_data_url, split
-from evolvedirector.world import grammar
-from evolvedirector.world.rules import check
+from evolvedirector.worlds.shapes import grammar
+from evolvedirector.worlds.shapes.rules import check
 
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
 _PROMPTS_LONGEST_FIRST = sorted(grammar.all_prompts(), key=len, reverse=True)

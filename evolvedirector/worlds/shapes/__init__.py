@@ -4,6 +4,6 @@ grammar (the 1272 prompts), render (correct and mistaken images), rules (the exa
 profiles (the teachers), judge (the synthetic director's comparisons) and heldout (the
 benchmark) follow the contract in WORLD.md.
 
-Import the submodules by name (`from evolvedirector.world import grammar`); the package
+Import the submodules by name (`from evolvedirector.worlds.shapes import grammar`); the package
 re-exports nothing, so `world.render` is always the module and never its function.
 """

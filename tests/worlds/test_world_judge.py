@@ -2,9 +2,9 @@ import random
 
 import pytest
 
-from evolvedirector.world.grammar import DOMAINS, random_prompt
-from evolvedirector.world.judge import judge_pair
-from evolvedirector.world.render import render, render_mistake
+from evolvedirector.worlds.shapes.grammar import DOMAINS, random_prompt
+from evolvedirector.worlds.shapes.judge import judge_pair
+from evolvedirector.worlds.shapes.render import render, render_mistake
 
 
 @pytest.mark.parametrize("domain", DOMAINS)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from evolvedirector.teachers.base import ImageRequest, ImageResult, Teacher
-from evolvedirector.world.profiles import TEACHER_PROFILES, teacher_image
+from evolvedirector.worlds.shapes.profiles import TEACHER_PROFILES, teacher_image
 
 
 class ShapesTeacher(Teacher):
@@ -15,6 +15,10 @@ class ShapesTeacher(Teacher):
         self.cost_per_image = self.profile.cost_per_image if cost_per_image is None else cost_per_image
 
     async def generate(self, requests: list[ImageRequest]) -> list[ImageResult]:
+        # A configuration error, not a drawing fault: raised, so its message reaches the log.
+        if any(request.bucket is not None for request in requests):
+            raise ValueError(f"shapes-world teacher {self.name!r} got an aspect-bucket request: the shapes world "
+                             "is single-scale (square images of world.image_size); set train.multi_aspect: false")
         return [
             ImageResult(request, image=teacher_image(self.profile, request.prompt, request.seed, request.size))
             for request in requests

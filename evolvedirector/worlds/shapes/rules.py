@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from evolvedirector.world.grammar import ANCHORS, GLYPHS, LETTERS, PALETTE, Spec, parse
+from evolvedirector.worlds.shapes.grammar import ANCHORS, GLYPHS, LETTERS, PALETTE, Spec, parse
 
 MAX_COLOR_DISTANCE = 80.0  # a pixel of class k lies closer than this to palette colour k
 MIN_COMPONENT_SHARE = 0.006  # smaller components (as a share of the canvas) are ignored

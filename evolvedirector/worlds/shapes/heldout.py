@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from evolvedirector.world.grammar import DOMAINS, all_prompts, parse
-from evolvedirector.world.rules import is_correct
+from evolvedirector.worlds.shapes.grammar import DOMAINS, all_prompts, parse
+from evolvedirector.worlds.shapes.rules import is_correct
 
 
 def heldout_prompts(per_domain: int = 10, seed: int = 1234) -> list[str]:

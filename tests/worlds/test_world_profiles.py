@@ -3,9 +3,9 @@ import random
 import numpy as np
 import pytest
 
-from evolvedirector.world.grammar import DOMAINS, random_prompt
-from evolvedirector.world.profiles import TEACHER_PROFILES, TeacherProfile, teacher_image
-from evolvedirector.world.rules import is_correct
+from evolvedirector.worlds.shapes.grammar import DOMAINS, random_prompt
+from evolvedirector.worlds.shapes.profiles import TEACHER_PROFILES, TeacherProfile, teacher_image
+from evolvedirector.worlds.shapes.rules import is_correct
 
 TABLE = {
     "atlas": ({"object": 0.98, "relation": 0.90, "count": 0.50, "text": 0.20}, 0.040),

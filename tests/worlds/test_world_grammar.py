@@ -3,7 +3,7 @@ from collections import Counter
 
 import pytest
 
-from evolvedirector.world.grammar import (
+from evolvedirector.worlds.shapes.grammar import (
     DOMAINS,
     SLOTS,
     Spec,

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evolvedirector.world.grammar import ANCHORS, GLYPHS, LETTERS, PALETTE, SHAPES, Spec, parse
-from evolvedirector.world.rules import is_correct
+from evolvedirector.worlds.shapes.grammar import ANCHORS, GLYPHS, LETTERS, PALETTE, SHAPES, Spec, parse
+from evolvedirector.worlds.shapes.rules import is_correct
 
 OBJECT_SIZE = 0.17  # half-size s of an `object` prompt's shape
 RELATION_SIZE = 0.15

@@ -1,0 +1,70 @@
+"""Buying teacher images for the round's new prompts, and choosing one image per prompt.
+
+Every call goes through the ledger (never paid twice, budgets checked before each call); all
+calls are in flight at once and the ledger bounds their concurrency. Where several teachers
+drew a prompt, the director picks the best image (selection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+
+from rich.console import Console
+
+from evolvedirector.director import Director, select_best
+from evolvedirector.loop.console import progress_bar
+from evolvedirector.store import ImageStore, NewSample
+from evolvedirector.teachers import ImageRequest, Ledger, Teacher
+
+TEACHER_SEED = 0  # one teacher image per (teacher, prompt): a prompt seen again is never re-bought
+
+
+@dataclass
+class Proposal:
+    """A prompt the round wants to add, before its teacher images are bought."""
+
+    prompt: str
+    operation: str  # seed, expand or mutate
+    category: str
+    teacher_names: list[str]
+    parent_id: int | None = None
+    bucket: tuple[int, int] | None = None  # (height, width) to ask for; None: the square image size
+
+
+async def buy_and_select(
+    proposals: list[Proposal], *, round: int, rng: random.Random, size: int, ledger: Ledger,
+    teachers: dict[str, Teacher], images: ImageStore, director: Director, console: Console,
+) -> list[NewSample]:
+    if not proposals:
+        return []
+    with progress_bar(console) as progress:
+        task = progress.add_task(f"round {round}: teachers", total=len(proposals), info="")
+
+        async def buy_all(proposal: Proposal) -> list:
+            request = ImageRequest(proposal.prompt, TEACHER_SEED, size, proposal.bucket)
+            bought = await asyncio.gather(*(
+                ledger.buy(teachers[name], [request], round) for name in proposal.teacher_names
+            ))
+            progress.update(task, advance=1)
+            return [purchase for [purchase] in bought if purchase.image_hash is not None]
+
+        purchases = await asyncio.gather(*(buy_all(p) for p in proposals))
+        task = progress.add_task(f"round {round}: selection", total=len(proposals), info="")
+        new_samples = []
+        for proposal, bought in zip(proposals, purchases):
+            progress.update(task, advance=1)
+            if not bought:
+                continue  # budget spent before this prompt could be bought
+            chosen = bought[0]
+            if len(bought) > 1:
+                candidates = [images.get(p.image_hash) for p in bought]
+                chosen = bought[await select_best(director, proposal.prompt, candidates, rng)]
+            new_samples.append(NewSample(
+                prompt=proposal.prompt, domain=proposal.category, operation=proposal.operation,
+                teacher=chosen.teacher, image_hash=chosen.image_hash, parent_id=proposal.parent_id,
+                candidates=[(p.teacher, p.image_hash) for p in bought] if len(bought) > 1 else [],
+                bucket=proposal.bucket,
+            ))
+    return new_samples

@@ -1,0 +1,137 @@
+"""One round of the loop, written out: read `run_round` top to bottom.
+
+```
+train the student K steps on D_r
+S = a random select_ratio of D_r, rendered by the student
+per prompt in S: the director compares student and teacher (random order)
+    teacher wins -> expand: extend_num similar prompts (they inherit the parent's category)
+    student wins -> delete; with p = mutation_ratio, mutate: one unrelated prompt
+every proposal goes through the world: accepted, or refused with a reason (kept in the store)
+buy teacher images for the new prompts (several teachers: the director picks the best)
+commit D_{r+1}, every verdict, refusal and its lineage, in one transaction
+```
+
+`seed_round` is round 0: the world's seed prompts, bought from every teacher.
+The collaborators come from `Evolution` (loop/evolve.py): the world, the store and its images,
+the ledger and teachers, the student and its trainer, the director, the run folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+
+import numpy as np
+
+from evolvedirector.director import Discrimination, discriminate
+from evolvedirector.loop.acquire import Proposal, buy_and_select
+from evolvedirector.loop.console import RoundSummary, progress_bar
+from evolvedirector.store import RefusalRecord, RoundRecord, Sample, VerdictRecord
+from evolvedirector.worlds.base import OTHER, Refused
+
+
+async def seed_round(run) -> RoundSummary:
+    started = time.time()
+    rng = random.Random(run.config.seed)
+    prompts = run.world.seed_prompts(run.config.evolve.seed_prompts, rng)
+    proposals = [Proposal(p, "seed", run.world.category(p), list(run.teachers), bucket=run.world.bucket(rng))
+                 for p in prompts]
+    new_samples = await _buy(run, proposals, round=0, rng=rng)
+    accuracy = run.evaluate()
+    run.store.commit_round(RoundRecord(round=0, started_at=started, new_samples=new_samples,
+                                       metrics=run.metrics(accuracy, loss=None)))
+    return run.summary(0, started, accuracy=accuracy)
+
+
+async def run_round(run, round: int) -> RoundSummary:
+    started = time.time()
+    evolve = run.config.evolve
+    rng = random.Random(run.config.seed * 1_000_003 + round)
+    active = run.store.active_samples()
+
+    # 1. Train on the current version of the set.
+    loss = run.train_on_set(active, run.config.train.steps_per_round, label=f"round {round}")
+
+    # 2. The director looks at a random share of the set, rendered by the student.
+    judged = rng.sample(active, max(1, math.ceil(evolve.select_ratio * len(active))))
+    guidance = evolve.render_guidance if evolve.render_guidance is not None else run.config.student.guidance
+    renders = run.student.generate([s.prompt for s in judged], seed=round, steps=evolve.render_steps,
+                                   guidance=guidance)
+    teacher_images = [run.images.get(s.image_hash) for s in judged]
+    run.folder.save_round_grid(round, judged, renders, teacher_images)
+
+    # 3. Discriminate, then delete, expand or mutate; the world accepts or refuses each proposal.
+    verdicts: list[VerdictRecord] = []
+    deleted: list[int] = []
+    proposals: list[Proposal] = []
+    refusals: list[RefusalRecord] = []
+    taken = {run.world.key(s.prompt) for s in active}
+    favourites = ({category: max(wins, key=wins.get) for category, wins in run.store.selection_wins().items()}
+                  if evolve.expand_with == "best" else {})
+
+    async def propose(text: object, operation: str, parent: Sample, teachers: list[str]) -> None:
+        outcome = run.world.accept(text, taken)
+        if isinstance(outcome, Refused):
+            refusals.append(RefusalRecord(parent.id, operation, outcome.reason, outcome.detail))
+            return
+        taken.add(run.world.key(outcome.prompt))
+        category = outcome.category
+        if category is None:  # a free-text prompt: the world cannot place it
+            category = (parent.domain if operation == "expand"
+                        else await run.director.categorize(outcome.prompt, run.world.categories) or OTHER)
+        proposals.append(Proposal(outcome.prompt, operation, category, teachers, parent.id, run.world.bucket(rng)))
+
+    with progress_bar(run.console) as progress:
+        task = progress.add_task(f"round {round}: director", total=len(judged), info="")
+
+        async def judge(sample: Sample, render: np.ndarray, teacher_image: np.ndarray) -> Discrimination:
+            if evolve.discrimination == "director":
+                outcome = await discriminate(run.director, sample.prompt, render, teacher_image, rng)
+            else:  # ablation: the same operations, driven by a coin instead of the director
+                won = rng.random() < evolve.random_student_win_rate
+                outcome = Discrimination("student" if won else "teacher", student_shown_first=True)
+            progress.update(task, advance=1)
+            return outcome
+
+        # Every verdict in flight at once, so a served director can batch them.
+        outcomes = await asyncio.gather(*(judge(*item) for item in zip(judged, renders, teacher_images)))
+        wins = sum(o.winner == "teacher" for o in outcomes)
+        task = progress.add_task(f"round {round}: expand / mutate", total=len(judged), info=f"teacher wins {wins}")
+        for sample, render, outcome in zip(judged, renders, outcomes):
+            if outcome.winner == "student":
+                action = "delete" if evolve.deletion else "keep"
+                if evolve.deletion:
+                    deleted.append(sample.id)
+                if rng.random() < evolve.mutation_ratio:
+                    await propose(await run.director.mutate(sample.prompt), "mutate", sample, list(run.teachers))
+            else:
+                action = "expand" if evolve.expansion else "keep"
+                teachers = run.expansion_teachers(sample, favourites)
+                if evolve.expansion:
+                    for text in await run.director.expand(sample.prompt, evolve.extend_num):
+                        await propose(text, "expand", sample, teachers)
+            verdicts.append(VerdictRecord(
+                sample_id=sample.id, student_image=run.images.put(render), teacher_image=sample.image_hash,
+                student_shown_first=outcome.student_shown_first, winner=outcome.winner, action=action,
+            ))
+            progress.update(task, advance=1)
+
+    # 4. Buy teacher images for the new prompts; pick the best where several teachers drew one.
+    new_samples = await _buy(run, proposals, round=round, rng=rng)
+
+    # 5. Evaluate, checkpoint, and commit the new version of the set in one transaction.
+    accuracy = run.evaluate()
+    checkpoint = run.folder.save_checkpoint(run.trainer, round)
+    run.store.commit_round(RoundRecord(
+        round=round, started_at=started, new_samples=new_samples, deleted_ids=deleted, verdicts=verdicts,
+        refusals=refusals, train_step=run.trainer.step, checkpoint=checkpoint, metrics=run.metrics(accuracy, loss),
+    ))
+    run.folder.point_latest_at(checkpoint)
+    return run.summary(round, started, accuracy=accuracy, loss=loss, refused=len(refusals))
+
+
+def _buy(run, proposals: list[Proposal], *, round: int, rng: random.Random):
+    return buy_and_select(proposals, round=round, rng=rng, size=run.world.image_size, ledger=run.ledger,
+                          teachers=run.teachers, images=run.images, director=run.director, console=run.console)

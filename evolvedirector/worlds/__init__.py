@@ -1,0 +1,36 @@
+"""Worlds: the prompts a run works on, given to the loop through one small contract (base.py).
+
+| world     | prompts                                    | grading                     | folder       |
+|-----------|--------------------------------------------|-----------------------------|--------------|
+| `shapes`  | the 1272 prompts of WORLD.md's grammar     | exact (the world's rules)   | `shapes/`    |
+| `prompts` | a user's prompt file (PartiPrompts, ...)   | none: the director judges   | `prompts/`   |
+
+Everything a world needs (the shapes world's grammar, renderer, rules, synthetic teachers and
+judge, and its test chat server; the open world's file reader and proposal checks) lives in its
+folder; the loop sees only `World`.
+"""
+
+from __future__ import annotations
+
+from evolvedirector.worlds.base import OTHER, Accepted, Refused, World
+
+WORLDS = ("shapes", "prompts")
+
+
+def build_world(config, *, buckets: tuple[tuple[int, int], ...] = (), text_encoder=None) -> World:
+    """The world a RunConfig names. `buckets`: the aspect buckets of a multi-aspect run;
+    `text_encoder`: the student's, whose token limit bounds what the open world accepts."""
+    if config.world.name == "shapes":
+        from evolvedirector.worlds.shapes.world import ShapesWorld
+
+        return ShapesWorld.from_config(config, buckets)
+    if config.world.name == "prompts":
+        from evolvedirector.worlds.prompts import PromptsWorld
+
+        count_tokens = None if text_encoder is None else text_encoder.count_tokens
+        max_tokens = None if text_encoder is None else text_encoder.max_tokens
+        return PromptsWorld.from_config(config, buckets, max_tokens=max_tokens, count_tokens=count_tokens)
+    raise ValueError(f"unknown world {config.world.name!r}; choose from {WORLDS}")
+
+
+__all__ = ["OTHER", "WORLDS", "Accepted", "Refused", "World", "build_world"]
