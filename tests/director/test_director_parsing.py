@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from evolvedirector.director.openai_server import first_token_candidates, message_content, structured_fields
 from evolvedirector.director.parsing import (
-    MAX_PROMPT_CHARS, parse_choice, parse_prompt_list, parse_single_prompt, parse_yes_no, yes_probability,
+    MAX_PROMPT_CHARS, parse_category, parse_choice, parse_prompt_list, parse_single_prompt, parse_yes_no,
+    yes_probability,
 )
 
 
@@ -156,3 +157,18 @@ def test_answer_readers_accept_any_json(response):
     assert isinstance(message_content(response), str)
     candidates = first_token_candidates(response)
     assert isinstance(candidates, list) and len(candidates) <= 64
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ("Animals", "Animals"),
+    ('"food & beverage"', "Food & Beverage"),
+    ("Category: Arts.", "Arts"),
+    ('{"category": "Animals"}', "Animals"),
+    ('["Arts"]', "Arts"),
+    ("Animals or Arts, hard to say", None),  # two named: no answer
+    ("Vehicles", None),  # not one of the file's categories
+    ("", None),
+    (None, None),
+])
+def test_a_category_is_one_of_the_files_or_none(reply, expected):
+    assert parse_category(reply, ("Animals", "Food & Beverage", "Arts")) == expected
