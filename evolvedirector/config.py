@@ -442,6 +442,13 @@ class RunConfig(Section):
             raise ValueError(f"teacher names must be distinct, got {names}")
         return self
 
+    @model_validator(mode="after")
+    def _single_scale_shapes(self):
+        # The shapes world's canvases are square (WORLD.md): its teachers draw no aspect buckets.
+        if self.world.name == "shapes" and self.train.multi_aspect:
+            raise ValueError("train.multi_aspect: the shapes world is single-scale; set it to false")
+        return self
+
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message names the file, the field and the reason."""

@@ -50,3 +50,14 @@ def test_resolved_config_round_trips(tmp_path):
     saved = tmp_path / "config.yaml"
     saved.write_text(dump_config(config))
     assert load_config(saved) == config
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"train": {"multi_aspect": True}}, "the shapes world is single-scale"),
+    ({"world": {"name": "prompts"}}, "world 'prompts' needs `prompts`"),
+    ({"world": {"prompts": "p.txt"}}, "set name: prompts"),
+    ({"world": {"name": "prompts", "prompts": "p.txt", "heldout_share": 1.0}}, "world.heldout_share"),
+])
+def test_world_fields_are_checked_together(data, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(data)
