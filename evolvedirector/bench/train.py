@@ -1,11 +1,12 @@
 """`evolvedirector bench train`: training throughput of the student transformer, and its MFU.
 
-One process times the trainer's optimizer step (AdamW, gradient clipping, EMA update, accelerate's
-mixed precision) on batches of the right shapes. Inputs are random tensors because in training
-text states and VAE latents come from the feature cache, not from the encoders: the step is the
-transformer's forward and backward pass and the update. Shapes-world sizes (tiny, shapes-*) work
-in pixel space on MiniLM features (384-dim, 16 tokens); PixArt sizes (S/2 ... XL/2) on SD-VAE
-latents (4 channels at 1/8 of the side) and T5 features (4096-dim, 120 tokens).
+One process times `Trainer.optimizer_step`, the very step the training loop takes (the student's
+loss, forward and backward, gradient clipping, AdamW, EMA update, accelerate's mixed precision),
+on batches of the right shapes. Inputs are random tensors because in training text states and
+VAE latents come from the feature cache, not from the encoders: no encoder is loaded. Shapes-world
+sizes (tiny, shapes-*) work in pixel space on MiniLM features (384-dim, 16 tokens); PixArt sizes
+(S/2 ... XL/2) on SD-VAE latents (4 channels at 1/8 of the side) and T5 features (4096-dim, 120
+tokens).
 
 MFU = model FLOPs per second / the device's peak; the FLOP count and the peaks are in
 `evolvedirector/trainer/flops.py`. The last line printed is `images/s=<x> mfu=<y>`.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import typer
 
@@ -23,67 +25,72 @@ from evolvedirector.bench import bench_app
 LATENT_SIZES = {"S/2", "B/2", "L/2", "XL/2"}  # PixArt's sizes train on VAE latents
 
 
+class RandomCaptions:
+    """Text features of the right shape in place of an encoder's (the trainer reads cached ones)."""
+
+    def __init__(self, tokens: int, dim: int):
+        self.max_tokens, self.dim = tokens, dim
+
+    def encode(self, prompts: list[str]):
+        import torch  # here, not at the top: registering the command must not load torch
+
+        states = torch.randn(len(prompts), self.max_tokens, self.dim, generator=torch.Generator().manual_seed(0))
+        return states, torch.ones(len(prompts), self.max_tokens, dtype=torch.long)
+
+
+@dataclass(frozen=True)
+class LatentGrid:
+    """The SD VAE's latent space as the training step sees it, without the VAE (latents are cached)."""
+
+    channels: int = 4
+    pixels_per_cell: int = 8
+
+
 def run_bench(size: str, resolution: int | None, steps: int, batch_size: int, compile: bool,
               gradient_checkpointing: bool, precision: str, device: str) -> dict:
     import torch
-    from accelerate import Accelerator
 
-    from evolvedirector.config import TrainConfig
+    from evolvedirector.config import StudentConfig, TrainConfig
+    from evolvedirector.student.image_space import PixelSpace
     from evolvedirector.student.sizes import get_size
-    from evolvedirector.student.student import build_transformer
+    from evolvedirector.student.student import Student
     from evolvedirector.trainer.flops import device_peak, training_flops
-    from evolvedirector.trainer.trainer import EMA, build_optimizer
+    from evolvedirector.trainer.trainer import Trainer
 
     spec = get_size(size)
     latent = size in LATENT_SIZES
     resolution = resolution or (512 if latent else 32)
-    cell, channels = (8, 4) if latent else (1, 3)
+    space = LatentGrid() if latent else PixelSpace()
+    cell, channels = space.pixels_per_cell, space.channels
     text_tokens, caption_channels = (120, 4096) if latent else (16, 384)
     if resolution % (cell * spec.patch_size):
         raise typer.BadParameter(f"--resolution {resolution} is not a multiple of {cell * spec.patch_size}")
     grid = resolution // cell
 
-    accelerator = Accelerator(cpu=device == "cpu", mixed_precision="bf16" if precision == "bf16" else "no")
     torch.manual_seed(0)
-    model = build_transformer(size, grid, channels, caption_channels)
-    ema_model = build_transformer(size, grid, channels, caption_channels).requires_grad_(False)
-    if gradient_checkpointing:
-        model.enable_gradient_checkpointing()
-    parameters = sum(p.numel() for p in model.parameters())
-    optimizer = build_optimizer(model, TrainConfig(lr=1e-4))
-    model, optimizer = accelerator.prepare(model, optimizer)
-    ema_model.to(accelerator.device)
-    ema = EMA(list(model.parameters()), list(ema_model.parameters()), 0.9999)
-    forward = torch.compile(model) if compile else model
+    student = Student(StudentConfig(size=size, max_tokens=text_tokens, size_conditioning=False), resolution,
+                      text_encoder=RandomCaptions(text_tokens, caption_channels), space=space)
+    parameters = sum(p.numel() for p in student.model.parameters())
+    config = TrainConfig(batch_size=batch_size, lr=1e-4, gradient_checkpointing=gradient_checkpointing,
+                         mixed_precision="bf16" if precision == "bf16" else "no")
+    trainer = Trainer(student, config, device=device)
+    if compile:
+        trainer.model.compile()
 
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(batch_size, channels, grid, grid, generator=generator).to(accelerator.device)
-    states = torch.randn(batch_size, text_tokens, caption_channels, generator=generator).to(accelerator.device)
-    mask = torch.ones(batch_size, text_tokens, dtype=torch.long, device=accelerator.device)
-    target = torch.randn(x.shape, generator=generator).to(accelerator.device)
-
-    def step(number: int) -> None:
-        t = torch.randint(0, 1000, (batch_size,), generator=generator).to(accelerator.device)
-        prediction = forward(x, encoder_hidden_states=states, timestep=t, encoder_attention_mask=mask,
-                             added_cond_kwargs={"resolution": None, "aspect_ratio": None}).sample
-        loss = (prediction.float() - target).pow(2).mean()
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        ema.update(number)
+    x = torch.randn(batch_size, channels, grid, grid, generator=torch.Generator().manual_seed(0))
+    prompts = [f"caption {i}" for i in range(batch_size)]
 
     def synchronize() -> None:
-        if accelerator.device.type == "cuda":
+        if trainer.device.type == "cuda":
             torch.cuda.synchronize()
 
-    model.train()
-    for number in range(2):  # warm-up: allocator, kernels, and compilation with --compile
-        step(number)
+    trainer.model.train()
+    for _ in range(2):  # warm-up: allocator, kernels, and compilation with --compile
+        trainer.optimizer_step(x, prompts)
     synchronize()
     started = time.perf_counter()
-    for number in range(steps):
-        step(2 + number)
+    for _ in range(steps):
+        trainer.optimizer_step(x, prompts)
     synchronize()
     seconds = time.perf_counter() - started
 
@@ -92,10 +99,10 @@ def run_bench(size: str, resolution: int | None, steps: int, batch_size: int, co
                                      channels=channels, image_tokens=tokens, text_tokens=text_tokens,
                                      caption_channels=caption_channels)
     images_per_second = steps * batch_size / seconds
-    peak = device_peak(str(accelerator.device), precision)
+    peak = device_peak(str(trainer.device), precision)
     return {
         "size": size, "spec": spec, "latent": latent, "resolution": resolution, "grid": grid, "tokens": tokens,
-        "text_tokens": text_tokens, "parameters": parameters, "device": str(accelerator.device),
+        "text_tokens": text_tokens, "parameters": parameters, "device": str(trainer.device),
         "seconds": seconds, "images_per_second": images_per_second, "flops_per_image": flops_per_image,
         "peak": peak, "mfu": flops_per_image * images_per_second / peak.flops,
     }

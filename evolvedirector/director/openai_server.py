@@ -6,9 +6,10 @@ log-probabilities and reads P("Yes") from them. Where the server can constrain i
 tolerant parser reads free text.
 
 Failures: a dropped connection, a timeout, or a 408/429/5xx answer is retried with exponential
-backoff (honouring Retry-After), up to `retries` times; any other refusal (a 400 for a bad
-parameter, a 401 for a bad key) is a configuration error and stops at once. A well-formed answer
-that holds no usable reply is the caller's to retry (see VLMDirector).
+backoff (honouring Retry-After), up to `retries` times, as the teachers retry (both use
+`evolvedirector.http`); any other refusal (a 400 for a bad parameter, a 401 for a bad key) is a
+configuration error and stops at once. A well-formed answer that holds no usable reply is the
+caller's to retry (see VLMDirector).
 
 The API key is read from the environment variable that `api_key_env` names, kept in one private
 attribute, sent only in the Authorization header, and blanked out of every error message.
@@ -18,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import random
 from collections.abc import Collection
 
 import httpx
@@ -28,6 +27,7 @@ from PIL import Image
 from evolvedirector.director.canvas import png_data_url
 from evolvedirector.director.parsing import parse_choice, parse_yes_no, yes_probability
 from evolvedirector.director.vlm import CHOICES, DirectorError, VLMDirector
+from evolvedirector.http import AttemptFailed, GaveUp, RetryPolicy, parse_retry_after, read_api_key, with_retries
 
 RETRIABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024  # a larger answer is read no further and counts as unusable
@@ -39,14 +39,17 @@ class OpenAIDirector(VLMDirector):
 
     def __init__(self, config, seed: int = 0, exclude: Collection[str] = ()):
         super().__init__(config, seed=seed, exclude=exclude)
-        self._key = _read_key(config.api_key_env)
+        try:
+            self._key = read_api_key("director.api_key_env", config.api_key_env)
+        except ValueError as error:
+            raise DirectorError(str(error)) from None
         self.url = config.base_url.rstrip("/") + "/chat/completions"
+        self.retry_policy = RetryPolicy(1 + config.retries, config.backoff_s, config.max_backoff_s)
         # The client and the semaphore belong to one event loop; they are made in the first one
         # that uses them, and again if a later asyncio.run brings another.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: httpx.AsyncClient | None = None
         self._slots: asyncio.Semaphore | None = None
-        self._jitter = random.Random(seed)  # apart from self.rng: retries must not shift verdicts
 
     def __repr__(self) -> str:
         return f"OpenAIDirector(model={self.config.model!r}, url={self.url!r})"
@@ -113,33 +116,34 @@ class OpenAIDirector(VLMDirector):
     async def _chat(self, body: dict) -> dict:
         """The server's answer as a JSON object ({} when it is not one), after retries."""
         client, slots = self._connection()
-        failure, wait = "", self.config.backoff_s
-        for attempt in range(1 + self.config.retries):
-            if attempt:
-                self.stats["retries"] += 1
-                # Full jitter: many requests failing together do not all come back together.
-                await asyncio.sleep(min(wait, self.config.max_backoff_s) * (0.5 + self._jitter.random() / 2))
-                wait *= 2
+        requests = 0
+
+        async def attempt() -> dict:
+            nonlocal requests
             async with slots:  # held for the request only, not while waiting to retry
-                self.stats["requests"] += 1
+                requests += 1
                 try:
                     status, payload, retry_after = await self._post(client, body)
                 except httpx.TimeoutException:
-                    failure = f"no answer within {self.config.timeout_s:g} s"
-                    continue
+                    raise AttemptFailed(f"no answer within {self.config.timeout_s:g} s") from None
                 except httpx.TransportError as error:
-                    failure = f"connection failed ({type(error).__name__})"
-                    continue
+                    raise AttemptFailed(f"connection failed ({type(error).__name__})") from None
             if status == 200:
                 return _json_object(payload)
             failure = f"HTTP {status}: {_snippet(payload)}"
             if status not in RETRIABLE_STATUS:
                 raise DirectorError(self._redact(f"the director server at {self.url} refused a request: {failure}"))
-            if retry_after is not None:
-                wait = max(wait, retry_after)
-        raise DirectorError(self._redact(
-            f"the director server at {self.url} failed {1 + self.config.retries} times in a row; last: {failure}"
-        ))
+            raise AttemptFailed(failure, retry_after=retry_after)
+
+        try:
+            return await with_retries(attempt, self.retry_policy)
+        except GaveUp as out:
+            raise DirectorError(self._redact(
+                f"the director server at {self.url} failed {out.attempts} times in a row; last: {out.last}"
+            )) from None
+        finally:
+            self.stats["requests"] += requests
+            self.stats["retries"] += max(0, requests - 1)  # every request after the first
 
     async def _post(self, client: httpx.AsyncClient, body: dict) -> tuple[int, bytes | None, float | None]:
         """(status, body or None when it was too large, Retry-After seconds)."""
@@ -149,19 +153,10 @@ class OpenAIDirector(VLMDirector):
                 received += chunk
                 if len(received) > MAX_RESPONSE_BYTES:
                     return response.status_code, None, None
-            return response.status_code, bytes(received), _retry_after(response.headers.get("retry-after"))
+            return response.status_code, bytes(received), parse_retry_after(response.headers.get("retry-after"))
 
     def _redact(self, text: str) -> str:
         return text.replace(self._key, "[api key]") if self._key else text
-
-
-def _read_key(name: str | None) -> str | None:
-    if name is None:
-        return None  # a local server without authentication
-    key = os.environ.get(name, "")
-    if not key:
-        raise DirectorError(f"director.api_key_env: the environment variable {name} is not set or is empty")
-    return key
 
 
 # ---- structured output ---------------------------------------------------------------------------
@@ -244,11 +239,3 @@ def _snippet(payload: bytes | None, limit: int = 300) -> str:
     text = payload[: limit * 4].decode("utf-8", errors="replace")
     text = " ".join(text.split())
     return text[:limit] + ("..." if len(text) > limit else "")
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        seconds = float(value) if value is not None else None
-    except ValueError:
-        return None  # an HTTP date: fall back to the exponential backoff
-    return seconds if seconds is not None and 0 <= seconds < 3600 else None

@@ -4,7 +4,8 @@ In the shapes world the student works in pixel space: images in [-1, 1], 3 chann
 full scale it works in the latent space of a VAE (student.vae) on T5 features (student.text_encoder),
 and may start from PixArt-α's weights (student.init_from). It keeps two copies of the transformer:
 the one being trained and an exponential moving average of it, which is the one that draws images
-for the director and for evaluation.
+for the director and for evaluation. The trainer updates the average (`trainer.EMA`, which also
+keeps it per shard under FSDP).
 
 `loss` takes images in the diffusion's own space (latents when there is a VAE): `encode_images`
 turns [-1, 1] pixels into it, so that a trainer can cache the result.
@@ -87,10 +88,11 @@ def from_pixels(images: list[np.ndarray]) -> torch.Tensor:
 
 
 class Student:
-    def __init__(self, config, image_size: int, text_encoder: TextEncoder | None = None):
+    def __init__(self, config, image_size: int, text_encoder: TextEncoder | None = None, space=None):
+        """`text_encoder` and `space` (the diffusion's image space) default to the config's."""
         self.config = config
         self.image_size = image_size  # the default square side in pixels; generate() takes others
-        self.space = load_image_space(config.vae)
+        self.space = space or load_image_space(config.vae)
         self.channels = self.space.channels
         cell = self.space.pixels_per_cell
         if image_size % cell:
@@ -151,13 +153,6 @@ class Student:
         # that error scaled by (snr + 1) / snr and 1 / snr.
         per_prediction = {"epsilon": snr, "v_prediction": snr + 1, "sample": torch.ones_like(snr)}
         return clipped / per_prediction[self.config.prediction_type]
-
-    @torch.no_grad()
-    def update_ema(self, model, step: int) -> None:
-        # The warm-up keeps early EMA weights from being mostly the random initialisation.
-        decay = min(self.config.ema_decay, (1 + step) / (10 + step))
-        ema_params = list(self.ema_model.parameters())
-        torch._foreach_lerp_(ema_params, [p.detach() for p in model.parameters()], 1.0 - decay)
 
     @torch.no_grad()
     def generate(self, prompts: list[str], *, seed: int = 0, steps: int | None = None,

@@ -2,7 +2,7 @@
 
 | backend     | what it calls                                             | file                    |
 |-------------|-----------------------------------------------------------|-------------------------|
-| `shapes`    | the shapes-world renderers (the embedded default)         | `shapes.py`             |
+| `shapes`    | the shapes-world renderers (the embedded default)         | `../worlds/shapes/teacher.py` |
 | `diffusers` | a local DiffusionPipeline, one copy per device            | `diffusers_pipeline.py` |
 | `openai`    | the OpenAI images API (gpt-image-1, dall-e-3)             | `openai_images.py`      |
 | `queue`     | submit/poll/download APIs (fal, Replicate)                | `queue_http.py`         |

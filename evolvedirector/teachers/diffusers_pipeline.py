@@ -18,9 +18,10 @@ import queue
 
 import numpy as np
 
+from evolvedirector.teachers.aspect import scale_to_area
 from evolvedirector.teachers.base import CallContext, ImageRequest, ImageResult, Teacher, idempotency_key
 from evolvedirector.teachers.faults import PIPELINE_ERROR, REFUSED, Fault
-from evolvedirector.teachers.image_bytes import fit_to_size, parse_size
+from evolvedirector.teachers.image_bytes import fit_to_request, parse_size
 
 
 class DiffusersTeacher(Teacher):
@@ -51,6 +52,14 @@ class DiffusersTeacher(Teacher):
         """(width, height) the pipeline draws at for a requested side."""
         return self.sizes.get(side) or self.default_size or (side, side)
 
+    def request_size(self, request: ImageRequest) -> tuple[int, int]:
+        """(width, height) the pipeline draws at for a request: for a bucket, its aspect at the
+        area the pipeline draws the side at (the resolution it was configured for), on the 64 grid."""
+        width, height = self.draw_size(request.size)
+        if request.bucket is None:
+            return width, height
+        return scale_to_area(request.bucket, width * height)
+
     def _render(self, request: ImageRequest) -> np.ndarray:
         """Blocking: one image on whichever device is free (runs in a worker thread)."""
         import torch
@@ -59,7 +68,7 @@ class DiffusersTeacher(Teacher):
         device = self.devices[index]
         try:
             self.calls_per_copy[index] += 1
-            width, height = self.draw_size(request.size)
+            width, height = self.request_size(request)
             kwargs = dict(self.call_kwargs)
             if self.guidance is not None:
                 kwargs["guidance_scale"] = self.guidance
@@ -88,7 +97,7 @@ class DiffusersTeacher(Teacher):
         except Fault as fault:
             context.on_fault(fault.kind)
             return ImageResult(request, error=str(fault))
-        return ImageResult(request, image=fit_to_size(image, request.size))
+        return ImageResult(request, image=fit_to_request(image, request))
 
     async def generate(self, requests: list[ImageRequest]) -> list[ImageResult]:
         return list(await asyncio.gather(*(

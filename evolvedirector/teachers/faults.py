@@ -24,10 +24,9 @@ failure. The ledger adds `unexpected_error` for a backend that raised instead of
 
 from __future__ import annotations
 
-import email.utils
-import time
-
 import httpx
+
+from evolvedirector.http import AttemptFailed, parse_retry_after
 
 RATE_LIMITED = "rate_limited"
 SERVER_ERROR = "server_error"
@@ -47,7 +46,7 @@ RETRYABLE = frozenset({RATE_LIMITED, SERVER_ERROR, TIMEOUT, CONNECTION, CORRUPT_
 REFUSAL_MARKERS = ("content_policy", "content policy", "moderation", "safety", "nsfw")
 
 
-class Fault(Exception):
+class Fault(AttemptFailed):
     """One failed attempt, with its kind; `retry_after` is the server's own wait, in seconds.
 
     `retryable` overrides the kind's default where another attempt could buy a second image
@@ -56,31 +55,15 @@ class Fault(Exception):
 
     def __init__(self, kind: str, message: str, *, retry_after: float | None = None,
                  retryable: bool | None = None):
-        super().__init__(f"{kind}: {message}")
+        super().__init__(f"{kind}: {message}", retry_after=retry_after,
+                         retryable=kind in RETRYABLE if retryable is None else retryable)
         self.kind = kind
         self.message = message
-        self.retry_after = retry_after
-        self.retryable = kind in RETRYABLE if retryable is None else retryable
 
 
 def is_refusal(text: str) -> bool:
     lowered = text.lower()
     return any(marker in lowered for marker in REFUSAL_MARKERS)
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds: either a number of seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def check_response(response: httpx.Response) -> None:

@@ -1,9 +1,9 @@
 """What every HTTP teacher shares: connections, the API key, rate limit, retries, redaction.
 
-The API key is read from the environment variable the config names, once, and lives only in
-this object: it is sent in a header to the API's own origin (never to the hosts results are
-downloaded from), and scrubbed from every message a fault produces, so it reaches no log, no
-ledger row and no config file.
+The API key is read from the environment variable the config names, once (`evolvedirector.http`,
+as the director reads its own), and lives only in this object: it is sent in a header to the
+API's own origin (never to the hosts results are downloaded from), and scrubbed from every
+message a fault produces, so it reaches no log, no ledger row and no config file.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 import re
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
@@ -19,25 +18,15 @@ from typing import AsyncIterator
 import httpx
 import numpy as np
 
+from evolvedirector.http import GaveUp, RetryPolicy, read_api_key, with_retries
 from evolvedirector.teachers.base import CallContext, ImageRequest, ImageResult, Teacher, idempotency_key
 from evolvedirector.teachers.faults import BAD_RESPONSE, Fault, check_response, transport_fault
 from evolvedirector.teachers.image_bytes import decode_base64_image, decode_image
 from evolvedirector.teachers.ratelimit import RateLimiter
-from evolvedirector.teachers.retry import RetryPolicy, with_retries
 
 log = logging.getLogger(__name__)
 
 CONNECTIONS_PER_CLIENT = 16
-
-
-def read_api_key(teacher: str, env_name: str | None) -> str | None:
-    """The key from the environment variable named in the config (None: the API needs none)."""
-    if env_name is None:
-        return None
-    value = os.environ.get(env_name, "").strip()
-    if not value:
-        raise ValueError(f"teacher {teacher!r}: environment variable {env_name} is not set; it must hold the API key")
-    return value
 
 
 class HttpTeacher(Teacher):
@@ -52,7 +41,7 @@ class HttpTeacher(Teacher):
         self.timeout = httpx.Timeout(config.timeout_s)
         self.retry_policy = RetryPolicy(config.retry.max_attempts, config.retry.backoff_s, config.retry.max_backoff_s)
         self.limiter = RateLimiter(config.rate_limit_rpm)
-        self._api_key = read_api_key(config.name, config.api_key_env)
+        self._api_key = read_api_key(f"teachers.{config.name}.api_key_env", config.api_key_env)
         self._origin = httpx.URL(self.base_url).copy_with(path="/", query=None, fragment=None)
         self._clients: list[httpx.AsyncClient] | None = None  # open while calls are in flight
         self._users = 0
@@ -164,7 +153,12 @@ class HttpTeacher(Teacher):
         return ImageResult(request, error=self.redact(str(fault)), billed=billed, retry_later=retry_later)
 
     async def retrying(self, attempt, context: CallContext):
-        return await with_retries(attempt, self.retry_policy, self.reporter(context))
+        """`attempt` under the retry policy; every fault is counted, the last one raised."""
+        try:
+            return await with_retries(attempt, self.retry_policy, self.reporter(context))
+        except GaveUp as out:
+            last = out.last
+            raise Fault(last.kind, f"{last.message} (gave up after {out.attempts} attempts)") from last
 
     async def generate(self, requests: list[ImageRequest]) -> list[ImageResult]:
         """Direct use, outside a ledger: at most `concurrency` calls at once, nothing recorded."""

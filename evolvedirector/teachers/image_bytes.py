@@ -1,4 +1,4 @@
-"""Turning what a teacher sent into a training image: validate, decode, fit to the asked size.
+"""Turning what a teacher sent into a training image: validate, decode, fit to the asked shape.
 
 Image bytes from an API are data from outside: they are decoded by PIL and nothing else, and
 bytes that do not decode completely (truncated downloads, garbage) are a `corrupt_image` fault.
@@ -14,6 +14,7 @@ import re
 import numpy as np
 from PIL import Image
 
+from evolvedirector.teachers.base import ImageRequest
 from evolvedirector.teachers.faults import CORRUPT_IMAGE, Fault
 
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
@@ -52,13 +53,20 @@ def decode_base64_image(text: str) -> np.ndarray:
     return decode_image(data)
 
 
-def fit_to_size(image: np.ndarray, size: int) -> np.ndarray:
-    """Centre-crop to a square, then resize to size x size: the student trains on square images."""
+def fit_to_request(image: np.ndarray, request: ImageRequest) -> np.ndarray:
+    """The image at exactly the request's shape: its bucket's (height, width), else a square of
+    its size. Centre-cropped to that aspect first, so nothing is stretched; teachers draw near
+    the shape (`teachers.aspect`), so the crop takes a thin border at most."""
+    target_height, target_width = request.bucket or (request.size, request.size)
     height, width = image.shape[:2]
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    square = image[top:top + side, left:left + side]
-    if side == size:
-        return np.ascontiguousarray(square)
-    resized = Image.fromarray(square).resize((size, size), Image.Resampling.LANCZOS)
+    # The largest centred window of the target's aspect: full height if the image is wider.
+    if width * target_height > height * target_width:
+        crop_height, crop_width = height, max(1, round(height * target_width / target_height))
+    else:
+        crop_height, crop_width = max(1, round(width * target_height / target_width)), width
+    top, left = (height - crop_height) // 2, (width - crop_width) // 2
+    window = image[top:top + crop_height, left:left + crop_width]
+    if (crop_height, crop_width) == (target_height, target_width):
+        return np.ascontiguousarray(window)
+    resized = Image.fromarray(window).resize((target_width, target_height), Image.Resampling.LANCZOS)
     return np.asarray(resized, dtype=np.uint8)

@@ -20,10 +20,11 @@ import asyncio
 
 import numpy as np
 
+from evolvedirector.teachers.aspect import closest_by_aspect
 from evolvedirector.teachers.base import CallContext, ImageRequest, ImageResult
 from evolvedirector.teachers.faults import BAD_RESPONSE, Fault
 from evolvedirector.teachers.http_client import HttpTeacher
-from evolvedirector.teachers.image_bytes import decode_base64_image, fit_to_size
+from evolvedirector.teachers.image_bytes import decode_base64_image, fit_to_request, parse_size
 
 
 class OpenAIImagesTeacher(HttpTeacher):
@@ -32,15 +33,20 @@ class OpenAIImagesTeacher(HttpTeacher):
         self.model = config.model
         self.sizes = dict(config.sizes)
         self.default_size = config.default_size
+        self.aspect_sizes = [parse_size(size) for size in config.aspect_sizes]
         self.response_format = config.response_format
         self.quality = config.quality
         self.extra = dict(config.extra)
 
-    def api_size(self, side: int) -> str:
-        return self.sizes.get(side, self.default_size)
+    def api_size(self, request: ImageRequest) -> str:
+        """The size asked for: for a bucket, the accepted size closest to its aspect (the API
+        takes a few sizes only); else the one configured for the side."""
+        if request.bucket is None:
+            return self.sizes.get(request.size, self.default_size)
+        return "{}x{}".format(*closest_by_aspect(self.aspect_sizes, request.bucket))
 
     def body(self, request: ImageRequest) -> dict:
-        body = {**self.extra, "model": self.model, "prompt": request.prompt, "n": 1, "size": self.api_size(request.size)}
+        body = {**self.extra, "model": self.model, "prompt": request.prompt, "n": 1, "size": self.api_size(request)}
         if self.response_format is not None:
             body["response_format"] = self.response_format
         if self.quality is not None:
@@ -71,7 +77,7 @@ class OpenAIImagesTeacher(HttpTeacher):
                     image = await self.retrying(lambda: self.fetch_image(client, url), context)
                 except Fault as fault:
                     return self.failed(request, fault, billed=True)
-        return ImageResult(request, image=await asyncio.to_thread(fit_to_size, image, request.size))
+        return ImageResult(request, image=await asyncio.to_thread(fit_to_request, image, request))
 
     async def _image_or_url(self, response) -> np.ndarray | str:
         """The decoded image of a 200 answer (base64), or the URL to download it from."""

@@ -26,10 +26,11 @@ import copy
 import time
 from urllib.parse import quote
 
+from evolvedirector.teachers.aspect import scale_to_area
 from evolvedirector.teachers.base import CallContext, ImageRequest, ImageResult
 from evolvedirector.teachers.faults import BAD_RESPONSE, JOB_FAILED, REFUSED, TIMEOUT, Fault, is_refusal
 from evolvedirector.teachers.http_client import HttpTeacher
-from evolvedirector.teachers.image_bytes import fit_to_size
+from evolvedirector.teachers.image_bytes import fit_to_request, parse_size
 
 _MISSING = object()
 
@@ -54,6 +55,22 @@ def dotted_set(data: dict, path: str, value) -> None:
     data[last] = value
 
 
+def size_area(value) -> int | None:
+    """Pixels of a configured size value, where it names a size: 'WxH', {width, height}, or one side.
+    Named sizes (fal's square_hd, Replicate's 1:1) give None: their area is the API's secret."""
+    if isinstance(value, str):
+        try:
+            width, height = parse_size(value)
+        except ValueError:
+            return None
+        return width * height
+    if isinstance(value, dict) and all(type(value.get(k)) is int for k in ("width", "height")):
+        return value["width"] * value["height"]
+    if type(value) is int:  # not bool, which is an int too
+        return value * value
+    return None
+
+
 class QueueTeacher(HttpTeacher):
     def __init__(self, config):
         super().__init__(config)
@@ -68,6 +85,10 @@ class QueueTeacher(HttpTeacher):
         if config.seed_field:
             dotted_set(body, config.seed_field, request.seed)
         size = config.sizes.get(request.size, config.default_size)
+        if request.bucket is not None and config.aspect_size_format != "none":
+            bucket_height, bucket_width = request.bucket
+            width, height = scale_to_area(request.bucket, size_area(size) or bucket_height * bucket_width)
+            size = {"width": width, "height": height} if config.aspect_size_format == "object" else f"{width}x{height}"
         if config.size_field and size is not None:
             dotted_set(body, config.size_field, size)
         return body
@@ -98,7 +119,7 @@ class QueueTeacher(HttpTeacher):
                 image = await self.retrying(lambda: self.fetch_image(client, ref), context)
             except Fault as fault:
                 return self.failed(request, fault, billed=True)  # finished (billed), image lost
-        return ImageResult(request, image=await asyncio.to_thread(fit_to_size, image, request.size))
+        return ImageResult(request, image=await asyncio.to_thread(fit_to_request, image, request))
 
     async def _submit(self, client, request: ImageRequest, key: str) -> str:
         await self.limiter.acquire()

@@ -1,5 +1,5 @@
 """The training loop, written out: agree on the set, draw this process's shard of the step's
-batch, step, update the EMA. Read `_train` top to bottom.
+batch, step, update the EMA. Read `_train` top to bottom, then `optimizer_step`.
 
 `accelerate` owns the processes and the devices. One process on a CPU is plain PyTorch; under
 `accelerate launch` the distributed strategy comes from accelerate's own config and flags (DDP,
@@ -179,31 +179,35 @@ class Trainer:
             # This process's slice of the step's global batch, all of one shape.
             bucket, index = sampler.local_batch(self.step, self.rank)
             index = index.tolist()
-            x = data.load(index, bucket).to(self.device)
+            x = data.load(index, bucket)
             prompts = [data.prompts[i] for i in index]
             if self.batch_log is not None:
                 self.batch_log.append({"step": self.step, "version": data.version, "rank": self.rank,
                                        "bucket": list(bucket), "ids": [data.ids[i] for i in index]})
-            # Noise, timesteps and caption dropout: seeded by (seed, step, rank), so a resumed run
-            # draws the same ones and each process draws its own.
-            generator = torch.Generator().manual_seed(seed_for(self.seed, "noise", self.step, self.rank))
-
-            loss = self.student.loss(self.model, x, prompts, generator, self.config.caption_dropout)
-            self.accelerator.backward(loss)
-            self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-            self.optimizer.step()
-            self.schedule.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.step += 1
-            self.ema.update(self.step)
-
-            mean_loss = self.accelerator.reduce(loss.detach(), reduction="mean").item()
+            mean_loss = self.optimizer_step(x, prompts)
             total += mean_loss
             if on_step is not None:
                 on_step(mean_loss)
         if self.fsdp:
             self.sync_ema()  # the student draws with the EMA: give it the gathered weights
         return total / max(steps, 1)
+
+    def optimizer_step(self, x: torch.Tensor, prompts: list[str]) -> float:
+        """One step on this process's slice of a batch: `x` in model space, all of one shape, one
+        prompt each. Forward and backward, gradient clipping, AdamW, the warm-up schedule, the EMA.
+        Returns the loss averaged over the processes. `bench train` times this very method."""
+        # Noise, timesteps and caption dropout: seeded by (seed, step, rank), so a resumed run
+        # draws the same ones and each process draws its own.
+        generator = torch.Generator().manual_seed(seed_for(self.seed, "noise", self.step, self.rank))
+        loss = self.student.loss(self.model, x.to(self.device), prompts, generator, self.config.caption_dropout)
+        self.accelerator.backward(loss)
+        self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.schedule.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.ema.update(self.step)
+        return self.accelerator.reduce(loss.detach(), reduction="mean").item()
 
     # -- checkpoints -----------------------------------------------------------------------
 
