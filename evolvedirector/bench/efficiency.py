@@ -191,7 +191,7 @@ def loop_arm(budget: int, seed: int, settings: Settings, workdir: Path, label: s
     verdicts = evolution.store.verdict_counts()
     judged = sum(verdicts.values())
     return Result(
-        label, budget, seed, calls, dollars, grade(evolution.student, config, evolution.heldout),
+        label, budget, seed, calls, dollars, grade(evolution.student, config, evolution.world.heldout),
         time.time() - started, selection=selection_shares(evolution.store),
         student_win_rate=verdicts.get("student", 0) / judged if judged else None, label_accuracy=labels,
     )

@@ -195,11 +195,18 @@ def _clean_prompts(items: Iterable[object], limit: int) -> list[str]:
     for item in items:
         if not isinstance(item, str):
             continue
-        prompt = _CONTROL.sub(" ", item).strip().strip("\"'`").strip()
-        prompt = re.sub(r"\s+", " ", prompt)
+        prompt = re.sub(r"\s+", " ", _unquote(_CONTROL.sub(" ", item).strip()))
         if not prompt or len(prompt) > MAX_PROMPT_CHARS or prompt in prompts:
             continue
         prompts.append(prompt)
         if len(prompts) == limit:
             break
     return prompts
+
+
+def _unquote(text: str) -> str:
+    """Without one pair of wrapping quotes; a quote that opens or ends a prompt's own words
+    ("\"G I G G L E\" painted on a wall") stays, so no prompt is left with half a pair."""
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'`" and text[0] not in text[1:-1]:
+        return text[1:-1].strip()
+    return text

@@ -45,7 +45,7 @@ def test_report_shows_the_evaluation_and_grids_and_stays_offline(evaluated_run):
     run_dir = evaluated_run[0]
     page = (run_dir / "report.html").read_text()
     for heading in ("Rounds", "Student against the teachers (latest evaluation)", "Director verdicts",
-                    "Accuracy per domain", "FD-randconv", "Which teacher the set learns each domain from",
+                    "Accuracy per category", "FD-randconv", "Which teacher the set learns each category from",
                     "what the director judged"):
         assert heading in page
     assert page.count('<img class="grid" src="data:image/png;base64,') >= 8 * 4  # prompt x (student, 3 teachers)
