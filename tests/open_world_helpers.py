@@ -9,6 +9,8 @@ import json
 import sqlite3
 from pathlib import Path
 
+from tiny_models import build_tiny_t5
+
 CATEGORIES = {
     "animals": ["a red fox in the snow", "a sleeping cat on a sofa", "an owl on a branch at night",
                 "two horses running on a beach", "a green frog on a lily pad", "a dog catching a frisbee",
@@ -32,42 +34,14 @@ def write_prompt_file(path: Path) -> Path:
     return path
 
 
-def build_tiny_t5(folder: Path) -> Path:
-    """A 2-layer T5 encoder (d_model 24) with a unigram tokenizer trained on the prompts' words."""
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import T5Config, T5EncoderModel, T5TokenizerFast
-
+def build_prompt_t5(folder: Path) -> Path:
+    """The tiny T5 (tests/tiny_models.py) with a tokenizer trained on the prompts' and the chat
+    server's words, so that prompts take few tokens."""
     from evolvedirector.testing.chat_server import SCENES, STYLES
 
     corpus = [p for ps in CATEGORIES.values() for p in ps] + list(SCENES) + list(STYLES) + \
         ["number scene 0 1 2 3 4 5 6 7 8 9 of a an the"]
-    unigram = Tokenizer(models.Unigram())
-    unigram.pre_tokenizer = pre_tokenizers.Metaspace()
-    unigram.train_from_iterator(corpus * 5, trainers.UnigramTrainer(
-        vocab_size=300, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>"))
-    tokenizer = T5TokenizerFast(tokenizer_object=unigram, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-                                extra_ids=0)
-    torch.manual_seed(0)
-    model = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=24, d_kv=8, num_heads=3, d_ff=48,
-                                    num_layers=2, pad_token_id=0, eos_token_id=1))
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def build_tiny_vae(folder: Path) -> Path:
-    """An AutoencoderKL with 4 latent channels that halves the image side (32 px -> 16 latents)."""
-    import torch
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16), layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=4,
-        sample_size=32,
-    ).save_pretrained(folder)
-    return folder
+    return build_tiny_t5(folder, corpus, vocab_size=300, repeat=5)
 
 
 def build_tiny_pixart(folder: Path, t5: Path, vae: Path) -> Path:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from open_world_helpers import build_tiny_t5, build_tiny_vae, write_prompt_file
+from open_world_helpers import build_prompt_t5, write_prompt_file
+from tiny_models import build_tiny_vae
 
 from evolvedirector.config import parse_config
 from evolvedirector.loop import Evolution
@@ -26,7 +27,7 @@ API_SIZES = ["1024x1024", "1536x1024", "1024x1536"]
 @pytest.mark.timeout(300)
 def test_new_prompts_draw_buckets_and_their_images_have_the_buckets_shape(tmp_path, monkeypatch):
     monkeypatch.setenv("EVOLVEDIRECTOR_TEST_KEY", "sk-test-buckets")
-    t5, vae = build_tiny_t5(tmp_path / "t5"), build_tiny_vae(tmp_path / "vae")
+    t5, vae = build_prompt_t5(tmp_path / "t5"), build_tiny_vae(tmp_path / "vae")
     with FakeImageAPI(api_key="sk-test-buckets") as api, OpenWorldChatServer(seed=3) as chat:
         config = parse_config({
             "out": str(tmp_path / "run"), "seed": 2, "device": "cpu", "threads": 1,

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 from open_world_helpers import (
-    CATEGORIES, build_tiny_pixart, build_tiny_t5, build_tiny_vae, ledger_rows, run_config, write_prompt_file,
+    CATEGORIES, build_prompt_t5, build_tiny_pixart, ledger_rows, run_config, write_prompt_file,
 )
+from tiny_models import build_tiny_vae
 
 from evolvedirector.config import parse_config
 from evolvedirector.testing.chat_server import OpenWorldChatServer
@@ -86,7 +87,7 @@ def wait_for(process: subprocess.Popen, condition, log: Path, timeout: float = 1
 def test_a_prompt_file_run_killed_resumed_and_evaluated(tmp_path, monkeypatch, spawn):
     started = time.time()
     prompts = write_prompt_file(tmp_path / "my-prompts.jsonl")
-    t5 = build_tiny_t5(tmp_path / "t5")
+    t5 = build_prompt_t5(tmp_path / "t5")
     vae = build_tiny_vae(tmp_path / "vae")
     pixart = build_tiny_pixart(tmp_path / "pixart", t5, vae)
     monkeypatch.setenv(KEY_ENV, KEY)

@@ -22,6 +22,7 @@ import asyncio
 import math
 import random
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,8 +32,11 @@ from evolvedirector.loop.console import RoundSummary, progress_bar
 from evolvedirector.store import RefusalRecord, RoundRecord, Sample, VerdictRecord
 from evolvedirector.worlds.base import OTHER, Refused
 
+if TYPE_CHECKING:
+    from evolvedirector.loop.evolve import Evolution
 
-async def seed_round(run) -> RoundSummary:
+
+async def seed_round(run: Evolution) -> RoundSummary:
     started = time.time()
     rng = random.Random(run.config.seed)
     prompts = run.world.seed_prompts(run.config.evolve.seed_prompts, rng)
@@ -45,7 +49,7 @@ async def seed_round(run) -> RoundSummary:
     return run.summary(0, started, accuracy=accuracy)
 
 
-async def run_round(run, round: int) -> RoundSummary:
+async def run_round(run: Evolution, round: int) -> RoundSummary:
     started = time.time()
     evolve = run.config.evolve
     rng = random.Random(run.config.seed * 1_000_003 + round)
@@ -132,6 +136,6 @@ async def run_round(run, round: int) -> RoundSummary:
     return run.summary(round, started, accuracy=accuracy, loss=loss, refused=len(refusals))
 
 
-def _buy(run, proposals: list[Proposal], *, round: int, rng: random.Random):
+def _buy(run: Evolution, proposals: list[Proposal], *, round: int, rng: random.Random):
     return buy_and_select(proposals, round=round, rng=rng, size=run.world.image_size, ledger=run.ledger,
                           teachers=run.teachers, images=run.images, director=run.director, console=run.console)
