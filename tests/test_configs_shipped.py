@@ -6,9 +6,12 @@ import re
 from pathlib import Path
 from string import Template
 
+import pytest
 import yaml
+from typer.testing import CliRunner
 
 from evolvedirector.config import demo_config_path, load_config, parse_config
+from evolvedirector.store import Store
 
 PIXART_512 = demo_config_path().parent / "pixart-512.yaml"
 TINY_TWIN = Path(__file__).parent / "configs" / "pixart-512-tiny.yaml"
@@ -87,3 +90,35 @@ def test_the_tiny_twin_mirrors_pixart_512_in_everything_but_values():
     for where, value in leaves(big_config.model_dump(mode="json")):
         if isinstance(value, str) and value.startswith("/"):
             assert tiny_leaves[where] in TOKENS.values(), where
+
+
+@pytest.mark.timeout(300)
+def test_the_tiny_twin_runs_on_a_cpu(tmp_path):
+    """The shipped config's shape, end to end: a diffusers and an images-API teacher, an OpenAI
+    chat director with structured outputs, a latent student started from a PixArt folder."""
+    from open_world_helpers import build_prompt_t5, write_prompt_file
+    from tiny_models import build_tiny_sd_pipeline, build_tiny_vae
+
+    from evolvedirector.cli import app
+    from evolvedirector.student.student import build_transformer
+    from evolvedirector.testing.chat_server import OpenWorldChatServer
+    from evolvedirector.testing.fake_images_api import FakeImageAPI
+
+    t5, vae = build_prompt_t5(tmp_path / "t5"), build_tiny_vae(tmp_path / "vae")
+    # The student's own starting point: a transformer of size `tiny` over 16x16 latents, 24-dim text.
+    build_transformer("tiny", 16, 4, 24).save_pretrained(tmp_path / "student-init")
+    with FakeImageAPI() as api, OpenWorldChatServer(seed=0) as chat:
+        text = Template(TINY_TWIN.read_text()).substitute({
+            "OUT": tmp_path / "run", "PROMPTS": write_prompt_file(tmp_path / "prompts.jsonl"),
+            "TINY_PIPELINE": build_tiny_sd_pipeline(tmp_path), "IMAGES_API_URL": api.url,
+            "CHAT_API_URL": chat.base_url, "TINY_T5": t5, "TINY_VAE": vae, "TINY_PIXART": tmp_path / "student-init",
+        })
+        (tmp_path / "tiny.yaml").write_text(text)
+        result = CliRunner().invoke(app, ["run", str(tmp_path / "tiny.yaml")])
+    assert result.exit_code == 0, result.output
+    store = Store(tmp_path / "run" / "evolve.db")
+    assert store.last_round() >= 1
+    calls = store.conn.execute("SELECT teacher, status FROM teacher_calls").fetchall()
+    assert {(c["teacher"], c["status"]) for c in calls} == {("sd3-medium", "done"), ("gpt-image", "done")}
+    assert 8 <= store.spend()[0] <= 16  # the seed set from both teachers, within the twin's max_teacher_calls
+    assert (tmp_path / "run" / "checkpoints" / "latest").is_file()
