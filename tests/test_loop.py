@@ -186,3 +186,29 @@ def test_expansions_go_to_the_teacher_the_director_selects_most_in_their_domain(
         routed_away_from_parent += sample.teacher != parent.teacher
     # The parent's teacher differs from the favourite often enough that "same" would have failed.
     assert routed_away_from_parent > 0
+
+
+def test_every_refused_proposal_and_every_empty_expansion_is_stored_with_its_reason(tmp_path, monkeypatch):
+    from evolvedirector.loop.round import NO_PROMPT
+    from evolvedirector.worlds.shapes.director import ShapesDirector
+
+    async def expand_nothing_or_garbage(self, prompt, n):
+        # Alternately: an empty reply, and prompts the world must refuse (outside the grammar,
+        # already in the set, and the prompt itself in capitals).
+        self.calls = getattr(self, "calls", 0) + 1
+        return [] if self.calls % 2 else ["a cat on a mat", prompt.upper(), prompt]
+
+    monkeypatch.setattr(ShapesDirector, "expand", expand_nothing_or_garbage)
+    Evolution(parse_config(tiny_config(tmp_path / "run"))).run()
+    store = Store(tmp_path / "run" / "evolve.db")
+    expansions = [v for v in store.all_verdicts() if v["action"] == "expand"]
+    refusals = store.all_refusals()
+    assert len(expansions) >= 2
+    assert not [s for s in store.all_samples() if s.operation == "expand"]
+    by_reason = store.refusal_counts()
+    assert by_reason[NO_PROMPT]["expand"] == (len(expansions) + 1) // 2
+    assert by_reason["not a prompt of the world"]["expand"] == len(expansions) // 2
+    assert by_reason["already in the set"]["expand"] == 2 * (len(expansions) // 2)
+    parents = {v["sample_id"] for v in expansions}
+    assert {r["parent_id"] for r in refusals if r["operation"] == "expand"} <= parents
+    assert {r["proposal"] for r in refusals} >= {"a cat on a mat", ""}

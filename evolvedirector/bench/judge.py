@@ -3,7 +3,7 @@
 The director comes from a config file (a run config's `director:` section, or that section
 alone), then from the options, which override it; with neither it is the shapes-world judge.
 `--base-url` alone selects the `openai` backend. The figures are computed in
-`evolvedirector.director.judge_bench`; the last printed line is machine-readable:
+`evolvedirector.bench.judge_bench`; the last printed line is machine-readable:
 `accuracy=<a> position_bias=<b> parse_failures=<c>`.
 """
 
@@ -62,7 +62,7 @@ def judge_bench(
     director_config = _director_config(config, {k: v for k, v in overrides.items() if v is not None})
 
     from evolvedirector.director import DirectorError, build_director
-    from evolvedirector.director.judge_bench import (
+    from evolvedirector.bench.judge_bench import (
         PairsError, bench_discrimination, bench_expansion, load_pairs, report_lines, save_pairs as write_pairs,
         shapes_world_prompt, synthetic_pairs, synthetic_prompts,
     )

@@ -35,6 +35,10 @@ from evolvedirector.worlds.base import OTHER, Refused
 if TYPE_CHECKING:
     from evolvedirector.loop.evolve import Evolution
 
+# An expansion whose reply held no prompt at all (after the director's own retries): nothing
+# reached the world, but it is counted beside the world's refusals.
+NO_PROMPT = "no prompt in the reply"
+
 
 async def seed_round(run: Evolution) -> RoundSummary:
     started = time.time()
@@ -114,7 +118,10 @@ async def run_round(run: Evolution, round: int) -> RoundSummary:
                 action = "expand" if evolve.expansion else "keep"
                 teachers = run.expansion_teachers(sample, favourites)
                 if evolve.expansion:
-                    for text in await run.director.expand(sample.prompt, evolve.extend_num):
+                    expanded = await run.director.expand(sample.prompt, evolve.extend_num)
+                    if not expanded and evolve.extend_num:  # a refusal, or a reply with no prompt in it
+                        refusals.append(RefusalRecord(sample.id, "expand", NO_PROMPT, ""))
+                    for text in expanded:
                         await propose(text, "expand", sample, teachers)
             verdicts.append(VerdictRecord(
                 sample_id=sample.id, student_image=run.images.put(render), teacher_image=sample.image_hash,

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from evolvedirector.cli import app
 from evolvedirector.director import ShapesDirector, Verdict, build_director
-from evolvedirector.director.judge_bench import (
+from evolvedirector.bench.judge_bench import (
     bench_discrimination, bench_expansion, load_pairs, mean_cosine_distance, save_pairs, synthetic_pairs,
 )
 from evolvedirector.worlds.shapes.chat_server import ShapesChatServer
