@@ -83,11 +83,15 @@ def demo(
 
 
 @app.command()
-def run(config_file: Path = typer.Argument(..., help="YAML file; see evolvedirector/configs/demo.yaml")) -> None:
+def run(config_file: Path = typer.Argument(
+    ..., help="YAML file; start from evolvedirector/configs/demo.yaml (shapes) or pixart-512.yaml (your prompts)"
+)) -> None:
     """Run the loop from a config file (resumes when its `out` folder already holds a run).
 
-    Every field has a default (the paper's where it gives one); unknown or invalid fields are
-    refused with their name and the reason.
+    `world: {name: prompts, prompts: FILE}` evolves your own prompts (.txt, .tsv/.csv with a
+    `prompt` column, .jsonl); the default is the shapes world. Every field has a default (the
+    paper's where it gives one); unknown or invalid fields are refused with their name and the
+    reason.
     """
     try:
         config = load_config(config_file)
@@ -106,7 +110,8 @@ def _open_store(run_dir: Path):
 
 @app.command()
 def status(run_dir: Path = typer.Argument(..., help="a run folder")) -> None:
-    """Rounds, set size, verdict counts, teacher calls and spend of a run (safe while it runs)."""
+    """Rounds, set size by category, verdicts, refused proposals by reason, teacher calls and
+    spend of a run (safe while it runs)."""
     store = _open_store(run_dir)
     rounds = store.rounds()
     last = rounds[-1] if rounds else None
