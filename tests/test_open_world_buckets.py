@@ -8,9 +8,11 @@ import sqlite3
 
 import pytest
 from open_world_helpers import build_prompt_t5, write_prompt_file
+from rich.console import Console
 from tiny_models import build_tiny_vae
 
 from evolvedirector.config import parse_config
+from evolvedirector.evaluation.evaluate import EvalOptions, run_eval
 from evolvedirector.loop import Evolution
 from evolvedirector.store import ImageStore
 from evolvedirector.store.db import parse_bucket
@@ -46,6 +48,9 @@ def test_new_prompts_draw_buckets_and_their_images_have_the_buckets_shape(tmp_pa
         })
         Evolution(config).run()
         asked = [body["size"] for route, body in api.bodies if route == "generate"]
+        # `eval` on the training prompts asks at their buckets, so it reuses every image bought.
+        results = run_eval(tmp_path / "run", EvalOptions(prompt_set="train", resamples=10), console=Console(quiet=True))
+        assert len(api.bodies) == len(asked)
 
     conn = sqlite3.connect(tmp_path / "run" / "evolve.db")
     conn.row_factory = sqlite3.Row
@@ -73,3 +78,4 @@ def test_new_prompts_draw_buckets_and_their_images_have_the_buckets_shape(tmp_pa
     )
     assert sorted(asked) == expected
     assert len(set(asked)) >= 2, "every bucket mapped to one API size: the mapping was not exercised"
+    assert results["purchases"]["new"] == 0 and results["purchases"]["reused"] == results["n_prompts"] > 0

@@ -4,8 +4,9 @@ On a prompt set (the run's held-out prompts by default, a sample of its training
 1. the student (EMA weights of the latest checkpoint) draws every prompt; its images go into the
    run's content-addressed store;
 2. each teacher's image of every prompt comes through the run's ledger, under the same
-   idempotency key the loop uses (teacher, prompt, seed 0, size): an image already paid for is
-   reused, never bought again, and a new one is bought once for every later evaluation;
+   idempotency key the loop uses (teacher, prompt, seed 0, size, and a training prompt's
+   bucket): an image already paid for is reused, never bought again, and a new one is bought
+   once for every later evaluation;
 3. the configured director compares the student with each teacher per prompt. With both orders
    (the default) a pair is a win when the director prefers the student in both orders, a loss
    when it prefers the teacher in both, and a tie when its verdict follows the position;
@@ -40,6 +41,7 @@ from evolvedirector.evaluation.report import selection_table, write_report
 from evolvedirector.evaluation.stats import OUTCOMES, format_rate, outcome_rates
 from evolvedirector.loop.run_folder import NoStudentYet, load_latest_student
 from evolvedirector.store import ImageStore, Store, write_atomic
+from evolvedirector.store.db import parse_bucket
 from evolvedirector.worlds import OTHER, World, build_world
 
 
@@ -94,7 +96,10 @@ async def buy_teacher_images(
     )
     teachers = [build_teacher(t) for t in config.teachers]
     size = config.world.image_size
-    requests = [ImageRequest(p, TEACHER_SEED, size) for p in prompts]
+    # A training prompt is asked at the bucket it was bought at, so its key is the loop's and its
+    # images are reused; any other prompt as a square.
+    buckets = {s.prompt: parse_bucket(s.bucket) for s in store.all_samples()}
+    requests = [ImageRequest(p, TEACHER_SEED, size, buckets.get(p)) for p in prompts]
     bought = await asyncio.gather(*(ledger.buy(teacher, requests, round) for teacher in teachers))
     hashes: dict[str, list[str | None]] = {}
     counts = {"reused": 0, "new": 0, "missing": 0, "errors": []}
