@@ -287,7 +287,7 @@ class DirectorConfig(Section):
     concurrency: int = Field(8, ge=1, le=1024, description="openai: requests in flight at once")
     timeout_s: float = Field(120.0, gt=0, description="openai: seconds before a request is abandoned and retried")
     backoff_s: float = Field(1.0, ge=0, description="openai: wait before the first retry; doubles each retry")
-    max_backoff_s: float = Field(30.0, ge=0, description="openai: longest wait between retries")
+    max_backoff_s: float = Field(30.0, ge=0, description="openai: longest wait between retries, a server's Retry-After included")
     extra_body: dict = Field(
         default_factory=dict, description="openai: extra request fields (saved with the run: never put secrets here)"
     )
