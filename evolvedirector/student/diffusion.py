@@ -76,7 +76,7 @@ def sample(
     """Draw images with classifier-free guidance: uncond + g * (cond - uncond)."""
     # Noise is drawn where the generator lives (the CPU by default), so a seed means the same images everywhere.
     x = torch.randn(shape, generator=generator, device=generator.device).to(cond[0].device) * scheduler.init_noise_sigma
-    scheduler.set_timesteps(steps)
+    scheduler.set_timesteps(steps, device=x.device)  # the timesteps go to the model: on its device
     states = torch.cat([uncond[0], cond[0]])
     mask = torch.cat([uncond[1], cond[1]])
     for t in scheduler.timesteps:

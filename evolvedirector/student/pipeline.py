@@ -72,7 +72,9 @@ class EvolveDirectorPipeline(DiffusionPipeline):
             raise ValueError(f"height and width must be multiples of {multiple}, got {height}x{width}")
         if generator is None:  # like diffusers: unseeded calls follow torch's global random state
             generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ()).item()))
-        device = self._execution_device
+        # The transformer's device, not the pipeline's first module's: a text encoder may stay on
+        # the CPU (offloaded) while the transformer runs on a GPU.
+        device = self.transformer.device
         text = self.text()
         cond = tuple(t.to(device) for t in text.encode(prompts))
         uncond = tuple(t.to(device).expand_as(c) for t, c in zip(text.encode([negative_prompt]), cond))
@@ -84,7 +86,7 @@ class EvolveDirectorPipeline(DiffusionPipeline):
             self.scheduler, cond, uncond, shape, steps, guidance, generator,
         )
         if self.vae is not None:
-            x = self.vae.decode((x / self.vae.config.scaling_factor).to(self.vae.dtype)).sample.float()
+            x = self.vae.decode((x / self.vae.config.scaling_factor).to(self.vae.device, self.vae.dtype)).sample.float()
         if output_type == "pt":
             images = x.clamp(-1, 1)
         else:
