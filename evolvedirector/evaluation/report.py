@@ -28,6 +28,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from evolvedirector.evaluation.lineage import LineageIndex, Step, describe_verdict  # noqa: E402
 from evolvedirector.evaluation.stats import OUTCOMES, format_rate, outcome_rates  # noqa: E402
@@ -92,6 +93,8 @@ def plot_rounds(rounds: list[dict], path: Path) -> None:
     if ax.get_legend_handles_labels()[0]:  # runs without per-round evaluation have no series
         ax.legend()
 
+    for ax in axes.flat:  # rounds are whole numbers
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
@@ -297,8 +300,10 @@ def _eval_section(results: dict | None, note: str, images: _Images) -> str:
             row.append(Raw(images.tag(entry.get("image"), teacher, css="grid") + _mark(entry.get("correct"))
                            + f'<br><span class="verdict {html.escape(str(outcome))}">{label}</span>'))
         rows.append(row)
+    graded = any("student_correct" in item for item in results["items"])
     parts += [f"<h3>Samples (first {min(GRID_ROWS, len(results['items']))} of {len(results['items'])} prompts)</h3>",
-              '<p class="note">✓ / ✗: correct by the world\'s rules; the verdict is the director\'s.</p>',
+              '<p class="note">' + ("✓ / ✗: correct by the world's rules; " if graded else "")
+              + "the verdict is the director's.</p>",
               _table(["prompt", "student", *teachers], rows)]
     return "".join(parts)
 
