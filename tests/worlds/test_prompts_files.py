@@ -195,3 +195,13 @@ def test_accept_refuses_prompts_over_the_token_limit():
     assert world.accept("a very big cat", taken=set()).reason == "over the token limit"
     with pytest.raises(ValueError, match="go together"):
         PromptsWorld([PromptRecord("a cat", OTHER, 1)], [], image_size=32, max_tokens=3)
+
+
+def test_file_prompts_past_the_token_limit_are_kept_with_a_warning(tmp_path, caplog):
+    path = tmp_path / "p.txt"
+    path.write_text("a cat\na very long prompt about a dog in the park\na fox\n")
+    with caplog.at_level("WARNING"):
+        world = PromptsWorld(read_prompt_file(path), [], image_size=32, max_tokens=4,
+                             count_tokens=lambda text: len(text.split()))
+    assert "1 prompts of the file are longer than the student's 4 text tokens (the first on line 2)" in caplog.text
+    assert len(world.seed_prompts(10, random.Random(0))) == 3

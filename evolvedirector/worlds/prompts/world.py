@@ -8,12 +8,15 @@ drawn from the first, per category. There are no exact rules, so `grade` stays N
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Collection
 
 from evolvedirector.worlds.base import OTHER, Accepted, Refused, World
 from evolvedirector.worlds.prompts.files import PromptRecord, read_prompt_file
 from evolvedirector.worlds.prompts.proposals import normalise, validate
+
+log = logging.getLogger(__name__)
 
 
 def split_heldout(records: list[PromptRecord], share: float,
@@ -61,6 +64,14 @@ class PromptsWorld(World):
             key: r.category for key, r in self._training.items()
         }
         self._pools = {c: [r.prompt for r in self._training.values() if r.category == c] for c in self.categories}
+        if count_tokens is not None:
+            # A director's prompt past the limit is refused; the file's own are the user's choice,
+            # so they stay, but the user learns that the student reads only their beginning.
+            long = [r for r in (*prompts, *heldout) if count_tokens(r.prompt) > max_tokens]
+            if long:
+                log.warning("%d prompts of the file are longer than the student's %d text tokens (the first on "
+                            "line %d); the student reads only their first %d tokens", len(long), max_tokens,
+                            long[0].line, max_tokens)
 
     @classmethod
     def from_config(cls, config, buckets=(), max_tokens=None, count_tokens=None) -> PromptsWorld:
