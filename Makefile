@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test setup browser clean
+.PHONY: demo test gpu-check setup browser clean
 
 demo: $(VENV)/.installed
 	$(BIN)/evolvedirector demo --out runs/demo
@@ -14,6 +14,13 @@ demo: $(VENV)/.installed
 # Any pytest failure fails the target, including exit code 5 (no tests collected).
 test: $(VENV)/.installed browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+# On a machine with an NVIDIA GPU, its own PyTorch and no network (README, On a GPU): the GPU
+# tests, the demo on CUDA and the training bench, then one summary table. Never the .venv above,
+# whose torch is the CPU pin; the packages the machine lacks come as wheels in WHEELS.
+WHEELS ?= .whl
+gpu-check:
+	$(PYTHON) evolvedirector/bench/gpu_check.py --wheels $(WHEELS)
 
 # The blind A/B page is tested in a real browser: Debian's chromium, driven by Playwright (which
 # must never download browsers of its own). Installed here when missing and when it can be (root

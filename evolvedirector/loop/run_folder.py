@@ -76,7 +76,11 @@ def latest_checkpoint(store: Store) -> dict | None:
 
 
 def load_latest_student(run_dir: Path, config: RunConfig, store: Store):
-    """(the run's student with its latest checkpoint's weights, that round's row)."""
+    """(the run's student with its latest checkpoint's weights, that round's row), drawing on the
+    run's device: the EMA transformer and the VAE move there; text features are computed on the
+    CPU and moved, as in training."""
+    import torch
+
     from evolvedirector.student import Student  # heavy: only once a student is really needed
 
     row = latest_checkpoint(store)
@@ -84,6 +88,10 @@ def load_latest_student(run_dir: Path, config: RunConfig, store: Store):
         raise NoStudentYet(f"{run_dir} has no trained student yet (no round after the seed set has finished)")
     student = Student(config.student, config.world.image_size)
     student.load_weights(Path(run_dir) / row["checkpoint"])
+    cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
+    if cuda:
+        student.ema_model.to("cuda")
+        student.space.to("cuda")
     return student, row
 
 

@@ -249,13 +249,6 @@ def test_two_processes_stopped_and_resumed_end_with_the_same_weights(tmp_path):
     shutil.rmtree(tmp_path / "hf-home", ignore_errors=True)
 
 
-@pytest.mark.skip(reason=(
-    "FSDP cannot run on a CPU through accelerate 1.15: with fsdp_version 1 its FSDP plugin raises "
-    "RuntimeError('There are currently no available devices found, must be one of XPU, CUDA, MLU, NPU, "
-    "MUSA, or HPU'); with fsdp_version 2 and cpu=True, Accelerator silently prepares DDP (MULTI_CPU). "
-    "torch 2.13's own fully_shard does work on CPU with gloo, but that is not the trainer's path. "
-    "The FSDP path (sharded EMA, full state dicts gathered for checkpoints) needs GPUs: "
-    "accelerate launch --use_fsdp --fsdp_version 2 -m evolvedirector.trainer.launch RUN --steps N"
-))
-def test_fsdp_resume():
-    pass
+# FSDP's resume is tested on a GPU (tests/gpu/test_gpu_paths.py): accelerate 1.15 cannot run it on a
+# CPU (with fsdp_version 1 its plugin finds no device; with 2 and cpu=True it silently prepares
+# DDP), and torch's own fully_shard, which does work on a CPU with gloo, is not the trainer's path.
