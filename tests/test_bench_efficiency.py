@@ -98,3 +98,48 @@ def test_resume_reruns_only_the_unfinished_arms_and_refuses_other_settings(tmp_p
 
     other = runner.invoke(app, [*quick[:3], "--steps", "3", *quick[5:], "--resume"])
     assert other.exit_code != 0 and "steps" in other.output
+
+
+def test_gpu_profile_resolves_to_the_default_arms_at_a_gpu_batch_within_eight_minutes(tmp_path):
+    from evolvedirector.bench.efficiency import (
+        DEFAULT, GPU, GPU_JOBS, ablation_arms, base_config, gpu_estimate, main_arms, settings_from_options,
+    )
+
+    settings = settings_from_options(False, None, None, "gpu")
+    assert settings == GPU
+    assert (settings.device, settings.batch_size, settings.steps) == ("cuda", 256, 2000)
+    # The default's arm set: the same ladder, seeds, teachers, ceiling and ablations.
+    def arm_set(s):
+        return sorted((a.name, a.budget, a.seed) for a in main_arms(s) + ablation_arms(s, 0.2))
+    assert arm_set(settings) == arm_set(DEFAULT) and len(arm_set(settings)) == 22
+    assert settings.batch_size * settings.steps > 3000 * 32  # more images than the CPU curve's 0.53 point
+    config = base_config(tmp_path, 0, settings)
+    assert (config.train.batch_size, config.train.lr, config.device) == (256, settings.lr, "cuda")
+    assert 1e-3 < settings.lr < 8e-3  # the demo's 1e-3 at batch 32, scaled by less than the batch
+    assert gpu_estimate(settings, GPU_JOBS) <= 8 * 60
+    assert settings_from_options(False, 500, None, "gpu").steps == 500
+    # The CPU profiles are as they were.
+    assert settings_from_options(False, None, None) == DEFAULT == settings_from_options(False, None, None, "default")
+    assert settings_from_options(True, None, None) == QUICK and base_config(tmp_path, 0, DEFAULT).train.batch_size == 32
+
+
+def test_the_estimate_queues_the_ablations_behind_the_full_loop():
+    from evolvedirector.bench.efficiency import DEFAULT, estimate_seconds
+
+    one_at_a_time = estimate_seconds(DEFAULT, 1, 0.1, 10.0, 20.0)
+    assert one_at_a_time == pytest.approx(22 * 1300 * 0.1 + 10 * 10.0 + 12 * 20.0)
+    # Unlimited jobs: the full loop, then an ablation (a loop arm) after it.
+    assert estimate_seconds(DEFAULT, 100, 0.1, 10.0, 20.0) == pytest.approx(2 * (130 + 20.0))
+
+
+def test_gpu_profile_refuses_to_start_without_cuda(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = CliRunner().invoke(app, ["bench", "efficiency", "--profile", "gpu", "--out", str(tmp_path / "out")])
+    assert result.exit_code != 0 and "needs a CUDA GPU" in result.output
+    assert not (tmp_path / "out").exists()
+    both = CliRunner().invoke(app, ["bench", "efficiency", "--quick", "--profile", "gpu"])
+    assert both.exit_code != 0 and "--quick" in both.output
+    unknown = CliRunner().invoke(app, ["bench", "efficiency", "--profile", "tpu"])
+    assert unknown.exit_code != 0 and "--profile" in unknown.output

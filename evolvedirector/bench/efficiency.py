@@ -12,7 +12,9 @@ for the same steps: no curation gives better images, so when it stays below the 
 student, not the director, is what keeps S under T at these settings.
 
 Every arm trains a fresh student for exactly `steps` optimizer steps and is graded on the same
-held-out prompts, which no arm ever trains on. The last line printed is
+held-out prompts, which no arm ever trains on. Profiles: the default and `--quick` are sized for
+a CPU (arms in parallel processes, one core each); `--profile gpu` runs the default's arms on one
+H100/H200, at a far larger batch and more steps, several arms sharing the GPU. The last line printed is
 `efficiency ratio=<R> student=<S> best_teacher=<T>`, where R is the calls naive distillation
 needs to reach the loop's accuracy at the smallest budget divided by the loop's calls there
 (log-linear interpolation on the ladder; the best naive arm at each budget), S is the loop's
@@ -30,7 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -62,6 +64,10 @@ class Settings:
     naive_teachers: tuple[str, ...] = ("quill", "random")  # on the whole ladder
     single_teachers_at_ablation: bool = True  # every other teacher alone, at the ablation budget
     ceiling: bool = True  # the student on perfect images at the ablation budget: what any curation could reach
+    # The recipe, where it is not the demo's (None: demo.yaml's train.batch_size, train.lr, device).
+    batch_size: int | None = None
+    lr: float | None = None
+    device: str | None = None
 
 
 # Measured learning curve of the demo student on 1000 prompts of perfect images (16 held-out
@@ -79,6 +85,31 @@ DEFAULT = Settings(ladder=(250, 1000, 4000), steps=1300, seeds=(0, 1), heldout_p
 QUICK = Settings(ladder=(250, 1000), steps=1000, seeds=(0,), heldout_per_domain=12, ablation_budget=None,
                  judge_accuracies=(), naive_teachers=("quill",), single_teachers_at_ablation=False,
                  ceiling=False)
+# One H100 or H200 (`--profile gpu`): the default's 22 arms, each trained 8x the batch for 2000
+# steps, so the student sees 512k images, 5.3x the 96k of the CPU curve's 3000 steps at batch 32
+# (0.53 on perfect images), and relations and counts have the steps to show. The learning rate
+# grows as the square root of the batch (Adam's rule: 1e-3 x sqrt(256/32) = 2.8e-3); the demo's
+# warm-up and EMA stay. Eight arms at a time share the GPU, each a process with 2 threads
+# of the 16 cores.
+#
+# Estimated runtime (not yet measured on a GPU; `estimate_seconds` is the model, `gpu_estimate`
+# its figures): the shapes-xs step measured 26 ms at batch 32 on CUDA, bound by Python, not the
+# GPU; at batch 256 the host also draws 8x the noise and batches 8x the samples: ~35 ms for an
+# arm alone. The GPU's own work at 256 is ~0.1 TFLOP a step (0.4 GFLOP an image,
+# trainer/flops.py) in fp32, ~5 ms, so eight arms keep it busy and each steps every ~40 ms:
+# 2000 steps ~80 s. Add ~20 s an arm for its process, CUDA context and data (up to 4000 prompts
+# through MiniLM on the CPU), ~45 s for the loop's (with its rounds: renders, judging, buying):
+# 22 arms, 8 at a time, the ablations once the full loop is done, ~6.2 minutes, and the tables
+# ~20 s: 6.6 minutes, within 8. Each ms more a step adds ~6 s, each s more an arm ~3 s: a step of
+# up to 54 ms still fits. (The same model with the CPU's measured figures, 290 s a naive arm at
+# 1500 steps and 50 s more for the loop, two at a time, gives 52 minutes for the default: it took 50.)
+GPU = Settings(ladder=(250, 1000, 4000), steps=2000, seeds=(0, 1), heldout_per_domain=16,
+               ablation_budget=1000, judge_accuracies=(1.0, 0.75, 0.6), batch_size=256, lr=2.8e-3, device="cuda")
+GPU_JOBS = 8
+GPU_HOST_STEP_S = 0.035  # an arm's step at batch 256 alone: Python-bound (26 ms measured at batch 32)
+GPU_DEVICE_STEP_S = 0.005  # the GPU's own work in that step (estimated from its FLOPs)
+GPU_NAIVE_OVERHEAD_S, GPU_LOOP_OVERHEAD_S, GPU_SUMMARY_S = 20.0, 45.0, 20.0
+PROFILES = {"default": DEFAULT, "quick": QUICK, "gpu": GPU}
 CEILING = "perfect-images"  # the world's renderer in place of a teacher: every image correct, no dollars
 
 
@@ -103,6 +134,12 @@ def base_config(out: Path, seed: int, settings: Settings) -> RunConfig:
     config = load_config(demo_config_path(), overrides={"out": str(out), "seed": seed})
     config.world.heldout_per_domain = settings.heldout_per_domain
     config.evolve.evaluate_every_round = False
+    if settings.batch_size is not None:
+        config.train.batch_size = settings.batch_size
+    if settings.lr is not None:
+        config.train.lr = settings.lr
+    if settings.device is not None:
+        config.device = settings.device
     return config
 
 
@@ -373,8 +410,43 @@ def ablation_arms(settings: Settings, student_win_rate: float) -> list[Arm]:
             for label, options in ablations]
 
 
-def settings_from_options(quick: bool, steps: int | None, ladder: str | None) -> Settings:
-    settings = QUICK if quick else DEFAULT
+def estimate_seconds(settings: Settings, jobs: int, step_s: float, naive_overhead_s: float,
+                     loop_overhead_s: float, summary_s: float = 0.0) -> float:
+    """Wall time of a run under a simple model: an arm takes `steps` x `step_s` plus a fixed
+    overhead (a loop arm's rounds cost more than a naive arm's data), `jobs` at a time in the order
+    `run_arms` starts them, the ablations queued once the full loop at the ablation budget ends."""
+    import heapq
+
+    def duration(arm: Arm) -> float:
+        return settings.steps * step_s + (naive_overhead_s if arm.teacher is not None else loop_overhead_s)
+
+    queue = main_arms(settings)
+    running: list[tuple[float, int, Arm]] = []  # (end, tie-break, arm)
+    now, count = 0.0, 0
+    while queue or running:
+        while queue and len(running) < max(1, jobs):
+            arm = queue.pop(0)
+            heapq.heappush(running, (now + duration(arm), count, arm))
+            count += 1
+        now, _, arm = heapq.heappop(running)
+        if arm.teacher is None and arm.label == "loop" and arm.budget == settings.ablation_budget \
+                and arm.seed == settings.seeds[0]:
+            queue += ablation_arms(settings, 0.2)
+    return now + summary_s
+
+
+def gpu_estimate(settings: Settings, jobs: int) -> float:
+    """The GPU profile's estimated seconds with `jobs` arms sharing one GPU (see GPU)."""
+    step = max(GPU_HOST_STEP_S, jobs * GPU_DEVICE_STEP_S)
+    return estimate_seconds(settings, jobs, step, GPU_NAIVE_OVERHEAD_S, GPU_LOOP_OVERHEAD_S, GPU_SUMMARY_S)
+
+
+def settings_from_options(quick: bool, steps: int | None, ladder: str | None, profile: str | None = None) -> Settings:
+    if profile is not None and profile not in PROFILES:
+        raise typer.BadParameter(f"--profile must be one of {', '.join(PROFILES)}, got {profile!r}")
+    if quick and profile not in (None, "quick"):
+        raise typer.BadParameter(f"--quick is --profile quick: it cannot go with --profile {profile}")
+    settings = PROFILES[profile or ("quick" if quick else "default")]
     if steps is not None:
         settings = Settings(**{**asdict(settings), "steps": steps})
     if ladder is not None:
@@ -397,6 +469,8 @@ def load_finished(out: Path, settings: Settings) -> list[Result]:
     if not saved_settings.is_file():
         raise typer.BadParameter(f"--resume: {saved_settings} does not exist (no bench efficiency run in {out})")
     saved = json.loads(saved_settings.read_text())
+    # A run from before a field existed ran with its default.
+    saved = {**{f.name: f.default for f in fields(Settings) if f.default is None}, **saved}
     current = json.loads(json.dumps(asdict(settings)))  # tuples as lists, as they were saved
     changed = sorted(k for k in current.keys() | saved.keys() if saved.get(k) != current.get(k))
     if changed:
@@ -410,10 +484,13 @@ def load_finished(out: Path, settings: Settings) -> list[Result]:
 @bench_app.command("efficiency")
 def efficiency(
     quick: bool = typer.Option(False, "--quick", help="two budgets, the loop and the best teacher alone, one seed, no ablations (10 minutes)"),
+    profile: str | None = typer.Option(None, "--profile", help=(
+        "default (22 arms sized for a CPU, 50 minutes on 2 cores), quick (= --quick), or gpu: the default's arms "
+        "on one H100/H200 (CUDA needed), batch 256, 2000 steps, 8 arms sharing the GPU (estimated 6.6 minutes)")),
     out: Path | None = typer.Option(None, "--out", help="folder for results.json, efficiency.png and the runs"),
-    steps: int | None = typer.Option(None, "--steps", help="optimizer steps per arm (default 1300; quick 1000)"),
+    steps: int | None = typer.Option(None, "--steps", help="optimizer steps per arm (default 1300; quick 1000; gpu 2000)"),
     ladder: str | None = typer.Option(None, "--ladder", help="teacher-call budgets, comma-separated, e.g. 250,1000"),
-    jobs: int = typer.Option(0, "--jobs", min=0, help="arms trained at once, one process each (0: one per CPU core)"),
+    jobs: int = typer.Option(0, "--jobs", min=0, help="arms trained at once, one process each (0: one per CPU core; gpu: 8)"),
     resume: bool = typer.Option(False, "--resume", help="keep the arms an interrupted run in --out finished, run the rest"),
 ) -> None:
     """Naive distillation against the director's loop over a ladder of teacher-call budgets.
@@ -425,7 +502,13 @@ def efficiency(
     """
     # Wide enough for the tables when the output goes to a file rather than a terminal.
     console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 140)
-    settings = settings_from_options(quick, steps, ladder)
+    settings = settings_from_options(quick, steps, ladder, profile)
+    if settings.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise typer.BadParameter("--profile gpu needs a CUDA GPU and torch sees none (torch.cuda.is_available() "
+                                     "is False); on a CPU run the default profile or --quick")
     if resume and out is None:
         raise typer.BadParameter("--resume needs --out, the folder of the run to go on with")
     out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="evolvedirector-bench-"))
@@ -459,10 +542,16 @@ def efficiency(
         win_rate = full.student_win_rate if full.student_win_rate is not None else 0.2
         return unfinished(ablation_arms(settings, win_rate))
 
-    jobs = jobs or os.cpu_count() or 1
+    jobs = jobs or (GPU_JOBS if settings.device == "cuda" else os.cpu_count() or 1)
+    recipe = ", ".join(f"{name} {value}" for name, value in (("batch", settings.batch_size), ("lr", settings.lr),
+                                                                ("device", settings.device)) if value is not None)
     console.print(f"[bold]bench efficiency[/bold]: ladder {list(settings.ladder)}, {settings.steps} steps per arm, "
                   f"seeds {list(settings.seeds)}, {settings.heldout_per_domain} held-out prompts per domain, "
-                  f"{jobs} arms at a time; results in {out}" + (f" ({len(results)} arms already done)" if resume else ""))
+                  + (f"{recipe}, " if recipe else "")
+                  + f"{jobs} arms at a time; results in {out}" + (f" ({len(results)} arms already done)" if resume else ""))
+    if settings.device == "cuda":
+        console.print(f"estimated {gpu_estimate(settings, jobs) / 60:.1f} minutes on one H100/H200 (a model from a "
+                      "26 ms step measured at batch 32, in bench/efficiency.py; not yet measured itself)")
     plan = unfinished(main_arms(settings))
     full = next((r for r in results if is_full_loop(r)), None)
     if full is not None:  # resumed after the full loop had finished

@@ -76,6 +76,16 @@ def starting_transformer(config, sample_size: int, channels: int, caption_channe
     return model.train()
 
 
+def to_device(t: torch.Tensor, device: torch.device, non_blocking: bool = False) -> torch.Tensor:
+    """`t` on `device`. A plain copy from a CPU tensor to a GPU waits for the GPU to finish all it
+    was given (pageable memory: the copy synchronises the stream); with `non_blocking` it goes
+    through pinned memory and returns at once (torch keeps the pinned block until the copy is done)."""
+    device = torch.device(device)
+    if non_blocking and t.device.type == "cpu" and device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def to_pixels(x: torch.Tensor) -> list[np.ndarray]:
     """[-1, 1] tensors (B, 3, H, W) to uint8 arrays (H, W, 3)."""
     x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
@@ -103,6 +113,11 @@ class Student:
         self.ema_model = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.noise = training_scheduler(config.beta_schedule, config.prediction_type)
         self.null_text = self.text.encode([""])  # the unconditional caption for dropout and guidance
+        # A caption mask with every token valid, dropped: cross-attention then takes no mask, so
+        # SDPA may use the flash kernel (a mask rules it out, and the memory-efficient kernel expands
+        # it to batch x heads x image tokens x caption tokens). None: on CUDA only; on a CPU the
+        # mask stays, as it always was.
+        self.drop_full_masks: bool | None = None
 
     def denoise(self, model, x, t, states, mask) -> torch.Tensor:
         return denoise(model, x, t, states, mask, size_conditioning=self.size_conditioning,
@@ -121,19 +136,26 @@ class Student:
         return height // self.space.pixels_per_cell, width // self.space.pixels_per_cell
 
     def loss(self, model, images: torch.Tensor, prompts: list[str], generator: torch.Generator,
-             caption_dropout: float) -> torch.Tensor:
+             caption_dropout: float, *, non_blocking: bool = False) -> torch.Tensor:
         """Mean squared error of the model's v (or epsilon) prediction at random noise levels.
 
         `images` are in the diffusion's space (see `encode_images`), all of one size: with size
-        conditioning that size, in pixels, is the resolution the transformer is told."""
-        states, mask = (t.to(images.device) for t in self.text.encode(prompts))
-        drop = (torch.rand(len(prompts), generator=generator) < caption_dropout).to(images.device)
-        null_states, null_mask = (t.to(images.device) for t in self.null_text)
+        conditioning that size, in pixels, is the resolution the transformer is told. The caption
+        dropout is applied where the text features are (the cache's CPU tensors), then captions,
+        noise and timesteps go to the images' device, without waiting for it with `non_blocking`."""
+        device = images.device
+        states, mask = self.text.encode(prompts)
+        drop = (torch.rand(len(prompts), generator=generator) < caption_dropout).to(states.device)
+        null_states, null_mask = (t.to(states.device) for t in self.null_text)
         states = torch.where(drop[:, None, None], null_states, states)
         mask = torch.where(drop[:, None], null_mask, mask)
-        noise = torch.randn(images.shape, generator=generator).to(images.device)
+        drop_full = device.type == "cuda" if self.drop_full_masks is None else self.drop_full_masks
+        if drop_full and mask.device.type == "cpu" and bool(mask.all()):  # on the CPU: no device sync
+            mask = None
+        noise = torch.randn(images.shape, generator=generator)
         timesteps = torch.randint(0, self.noise.config.num_train_timesteps, (len(prompts),), generator=generator)
-        timesteps = timesteps.to(images.device)
+        states, noise, timesteps = (to_device(t, device, non_blocking) for t in (states, noise, timesteps))
+        mask = None if mask is None else to_device(mask, device, non_blocking)
         noisy = self.noise.add_noise(images, noise, timesteps)
         target = training_target(self.noise, images, noise, timesteps)
         prediction = self.denoise(model, noisy, timesteps, states, mask)

@@ -6,6 +6,13 @@ batch, step, update the EMA. Read `_train` top to bottom, then `optimizer_step`.
 or FSDP version 2 over GPUs and nodes), mixed precision (`train.mixed_precision`) and gradient
 checkpointing (`train.gradient_checkpointing`) from the run's config.
 
+Speed levers, each a `Trainer` argument whose default is right for the device (`bench train
+--levers` measures them): fused AdamW on CUDA (`fused_adam`; on a CPU the optimizer is the one it
+always was), the EMA as one foreach op, and no host sync inside the step (`sync_every`): on CUDA
+the step copies its inputs from pinned memory without waiting and returns its loss as a device
+tensor, which `_train` reads to the host every `sync_every` steps (on a CPU, where waiting costs
+nothing, every step), so the GPU runs ahead of Python.
+
 Determinism, which makes resumes exact: every random draw of a step (which samples, which
 noise, which timesteps, which captions are dropped) comes from generators seeded by (seed,
 step[, rank]) alone, so the step is the whole data position. The set is agreed at each call of
@@ -29,6 +36,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_
 
 from evolvedirector.store.images import ImageStore
 from evolvedirector.student.buckets import buckets_at
+from evolvedirector.student.student import to_device
 from evolvedirector.trainer import checkpoint as ckpt
 from evolvedirector.trainer.features import CachedTextEncoder, FeatureCache, ImageFeatures, module_identity
 from evolvedirector.trainer.sampling import BucketBatchSampler, seed_for
@@ -47,8 +55,46 @@ class TrainingSet:
     weights: list[float] | None = None  # each sample's relative chance of being drawn (None: equal)
 
 
-def build_optimizer(model: torch.nn.Module, config) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, eps=config.adam_eps)
+SYNC_EVERY_CUDA = 20  # steps between two reads of the loss on a GPU: one host sync per 20 steps
+
+
+def build_optimizer(model: torch.nn.Module, config, fused: bool = False) -> torch.optim.Optimizer:
+    """AdamW; `fused`: one fused kernel per step for all parameters (the parameters must be on a
+    device with fused kernels by the first step). Not fused, torch picks as it always has: foreach
+    on CUDA, one tensor at a time on a CPU."""
+    extra = {"fused": True} if fused else {}
+    return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, eps=config.adam_eps,
+                             **extra)
+
+
+class LossReader:
+    """The losses of steps not yet read, left on the device until `every` of them are waiting;
+    then one read (one host sync) brings them all, and `on_step` is called for each in step order.
+    `total` and `count` sum what has been read, as Python floats in step order (the same sum as
+    reading each step's loss at once)."""
+
+    def __init__(self, every: int = 1, on_step: Callable[[float], None] | None = None):
+        if every < 1:
+            raise ValueError(f"sync_every must be >= 1, got {every}")
+        self.every, self.on_step = every, on_step
+        self.pending: list[torch.Tensor] = []
+        self.total, self.count = 0.0, 0
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.pending.append(loss)
+        if len(self.pending) >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        values = torch.stack(self.pending).tolist() if len(self.pending) > 1 else [self.pending[0].item()]
+        self.pending = []
+        for value in values:
+            self.total += value
+            self.count += 1
+            if self.on_step is not None:
+                self.on_step(value)
 
 
 class EMA:
@@ -59,20 +105,30 @@ class EMA:
     The warm-up keeps early EMA weights from being mostly the random initialisation.
     """
 
-    def __init__(self, trained: list[torch.Tensor], shadows: list[torch.Tensor], decay: float):
+    def __init__(self, trained: list[torch.Tensor], shadows: list[torch.Tensor], decay: float, foreach: bool = True):
         if [t.shape for t in trained] != [s.shape for s in shadows]:
             raise ValueError("EMA shadows do not match the trained parameters")
         self.trained, self.shadows, self.decay = trained, shadows, decay
+        self.foreach = foreach  # False: one lerp per tensor (only to measure what the foreach op saves)
 
     @torch.no_grad()
     def update(self, step: int) -> None:
+        # The weight is a Python float: no device tensor is read, so no host sync.
         decay = min(self.decay, (1 + step) / (10 + step))
-        torch._foreach_lerp_(self.shadows, [p.detach() for p in self.trained], 1.0 - decay)
+        if self.foreach:
+            torch._foreach_lerp_(self.shadows, [p.detach() for p in self.trained], 1.0 - decay)
+        else:
+            for shadow, p in zip(self.shadows, self.trained):
+                shadow.lerp_(p.detach(), 1.0 - decay)
 
 
 class Trainer:
     def __init__(self, student, config, *, seed: int = 0, device: str = "auto", cache_dir: Path | None = None,
-                 images: ImageStore | None = None):
+                 images: ImageStore | None = None, fused_adam: bool | None = None, sync_every: int | None = None,
+                 foreach_ema: bool = True):
+        """`fused_adam` (None: on CUDA) and `sync_every` (None: every step on a CPU,
+        SYNC_EVERY_CUDA steps on a GPU) are speed levers (see the module's docstring);
+        `foreach_ema=False` only serves to measure the foreach EMA."""
         self.student = student
         self.config = config
         self.seed = seed
@@ -94,7 +150,17 @@ class Trainer:
         if config.gradient_checkpointing:
             student.model.enable_gradient_checkpointing()
 
-        self.raw_optimizer = build_optimizer(student.model, config)
+        on_cuda = self.device.type == "cuda"
+        self.fused_adam = on_cuda if fused_adam is None else fused_adam
+        self.sync_every = (SYNC_EVERY_CUDA if on_cuda else 1) if sync_every is None else sync_every
+        if self.sync_every < 1:
+            raise ValueError(f"sync_every must be >= 1, got {self.sync_every}")
+        # Reading the loss less often only pays if nothing else waits for the device: inputs then
+        # go through pinned memory without blocking (a copy from pageable memory syncs the stream).
+        self.non_blocking = on_cuda and self.sync_every > 1
+        # Built on the parameters where they are now; accelerate moves them in place (fused
+        # kernels only need them on the device by the first step).
+        self.raw_optimizer = build_optimizer(student.model, config, fused=self.fused_adam)
         # The schedule counts optimizer steps whatever the number of processes, so it is stepped
         # here rather than prepared (accelerate would step it once per process).
         self.schedule = get_constant_schedule_with_warmup(self.raw_optimizer, num_warmup_steps=config.warmup_steps)
@@ -102,7 +168,7 @@ class Trainer:
         student.ema_model.to(self.device)
         trained = list(self.model.parameters())
         shadows = [p.detach().clone() for p in trained] if self.fsdp else list(student.ema_model.parameters())
-        self.ema = EMA(trained, shadows, student.config.ema_decay)
+        self.ema = EMA(trained, shadows, student.config.ema_decay, foreach=foreach_ema)
         self.step = 0
         self.version: int | None = None  # the set version trained on last
         self.batch_log: list[dict] | None = None  # set to a list to record (step, version, rank, ids)
@@ -174,7 +240,7 @@ class Trainer:
                                      self.accelerator.num_processes, self.seed, weights=data.weights)
         self.version = data.version
         self.model.train()
-        total = 0.0
+        losses = self.loss_reader(on_step)
         for _ in range(steps):
             # This process's slice of the step's global batch, all of one shape.
             bucket, index = sampler.local_batch(self.step, self.rank)
@@ -184,22 +250,27 @@ class Trainer:
             if self.batch_log is not None:
                 self.batch_log.append({"step": self.step, "version": data.version, "rank": self.rank,
                                        "bucket": list(bucket), "ids": [data.ids[i] for i in index]})
-            mean_loss = self.optimizer_step(x, prompts)
-            total += mean_loss
-            if on_step is not None:
-                on_step(mean_loss)
+            losses.add(self.optimizer_step(x, prompts))  # read to the host every sync_every steps
+        losses.flush()
         if self.fsdp:
             self.sync_ema()  # the student draws with the EMA: give it the gathered weights
-        return total / max(steps, 1)
+        return losses.total / max(steps, 1)
 
-    def optimizer_step(self, x: torch.Tensor, prompts: list[str]) -> float:
+    def loss_reader(self, on_step: Callable[[float], None] | None = None) -> LossReader:
+        """How `_train` (and `bench train`) read the step losses: every `sync_every` steps."""
+        return LossReader(self.sync_every, on_step)
+
+    def optimizer_step(self, x: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         """One step on this process's slice of a batch: `x` in model space, all of one shape, one
         prompt each. Forward and backward, gradient clipping, AdamW, the warm-up schedule, the EMA.
-        Returns the loss averaged over the processes. `bench train` times this very method."""
+        Returns the loss averaged over the processes, a 0-d tensor on the device: nothing in the
+        step waits for the device (with `non_blocking`), reading the loss does. `bench train` times
+        this very method."""
         # Noise, timesteps and caption dropout: seeded by (seed, step, rank), so a resumed run
         # draws the same ones and each process draws its own.
         generator = torch.Generator().manual_seed(seed_for(self.seed, "noise", self.step, self.rank))
-        loss = self.student.loss(self.model, x.to(self.device), prompts, generator, self.config.caption_dropout)
+        loss = self.student.loss(self.model, to_device(x, self.device, self.non_blocking), prompts, generator,
+                                 self.config.caption_dropout, non_blocking=self.non_blocking)
         self.accelerator.backward(loss)
         self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
@@ -207,7 +278,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.ema.update(self.step)
-        return self.accelerator.reduce(loss.detach(), reduction="mean").item()
+        return self.accelerator.reduce(loss.detach(), reduction="mean")
 
     # -- checkpoints -----------------------------------------------------------------------
 
