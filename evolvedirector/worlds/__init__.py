@@ -13,24 +13,18 @@ folder; the loop sees only `World`.
 from __future__ import annotations
 
 from evolvedirector.worlds.base import OTHER, Accepted, Refused, World
+from evolvedirector.worlds.prompts import PromptsWorld
+from evolvedirector.worlds.shapes.world import ShapesWorld
 
-WORLDS = ("shapes", "prompts")
+WORLDS: dict[str, type[World]] = {"shapes": ShapesWorld, "prompts": PromptsWorld}
 
 
 def build_world(config, *, buckets: tuple[tuple[int, int], ...] = (), text_encoder=None) -> World:
     """The world a RunConfig names. `buckets`: the aspect buckets of a multi-aspect run;
     `text_encoder`: the student's, whose token limit bounds what the open world accepts."""
-    if config.world.name == "shapes":
-        from evolvedirector.worlds.shapes.world import ShapesWorld
-
-        return ShapesWorld.from_config(config, buckets)
-    if config.world.name == "prompts":
-        from evolvedirector.worlds.prompts import PromptsWorld
-
-        count_tokens = None if text_encoder is None else text_encoder.count_tokens
-        max_tokens = None if text_encoder is None else text_encoder.max_tokens
-        return PromptsWorld.from_config(config, buckets, max_tokens=max_tokens, count_tokens=count_tokens)
-    raise ValueError(f"unknown world {config.world.name!r}; choose from {WORLDS}")
+    if config.world.name not in WORLDS:
+        raise ValueError(f"unknown world {config.world.name!r}; choose from {sorted(WORLDS)}")
+    return WORLDS[config.world.name].from_config(config, buckets, text_encoder)
 
 
 __all__ = ["OTHER", "WORLDS", "Accepted", "Refused", "World", "build_world"]

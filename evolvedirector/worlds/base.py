@@ -48,6 +48,11 @@ class World(ABC):
     # stage, none at the single-scale stage (every image a square of image_size).
     buckets: tuple[tuple[int, int], ...] = ()
 
+    @classmethod
+    @abstractmethod
+    def from_config(cls, config, buckets: tuple[tuple[int, int], ...] = (), text_encoder=None) -> World:
+        """The world a RunConfig describes; `text_encoder` is the student's (its token limit)."""
+
     @property
     @abstractmethod
     def heldout(self) -> list[str]:

@@ -74,8 +74,9 @@ class PromptsWorld(World):
                             long[0].line, max_tokens)
 
     @classmethod
-    def from_config(cls, config, buckets=(), max_tokens=None, count_tokens=None) -> PromptsWorld:
-        """The world of a RunConfig: `world.prompts`, held out by `world.heldout` or a share of it."""
+    def from_config(cls, config, buckets=(), text_encoder=None) -> PromptsWorld:
+        """The world of a RunConfig: `world.prompts`, held out by `world.heldout` or a share of it;
+        with the student's `text_encoder`, proposals past its token limit are refused."""
         world = config.world
         prompts = read_prompt_file(world.prompts)
         if world.heldout is not None:
@@ -83,7 +84,8 @@ class PromptsWorld(World):
         else:
             prompts, heldout = split_heldout(prompts, world.heldout_share, world.heldout_seed)
         return cls(prompts, heldout, image_size=world.image_size, buckets=buckets, max_chars=world.max_prompt_chars,
-                   max_tokens=max_tokens, count_tokens=count_tokens)
+                   max_tokens=None if text_encoder is None else text_encoder.max_tokens,
+                   count_tokens=None if text_encoder is None else text_encoder.count_tokens)
 
     @property
     def heldout(self) -> list[str]:

@@ -34,7 +34,8 @@ class ShapesWorld(World):
         self._heldout_set = frozenset(self._heldout)
 
     @classmethod
-    def from_config(cls, config, buckets=()) -> ShapesWorld:
+    def from_config(cls, config, buckets=(), text_encoder=None) -> ShapesWorld:
+        """The world of a RunConfig (its prompts are the grammar's: no token limit applies)."""
         world = config.world
         return cls(world.image_size, world.heldout_per_domain, world.heldout_seed, buckets)
 
