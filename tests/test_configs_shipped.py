@@ -122,3 +122,13 @@ def test_the_tiny_twin_runs_on_a_cpu(tmp_path):
     assert {(c["teacher"], c["status"]) for c in calls} == {("sd3-medium", "done"), ("gpt-image", "done")}
     assert 8 <= store.spend()[0] <= 16  # the seed set from both teachers, within the twin's max_teacher_calls
     assert (tmp_path / "run" / "checkpoints" / "latest").is_file()
+
+
+def test_the_offline_open_world_config_names_the_fake_servers_ports_and_the_shipped_prompts():
+    config = load_config(demo_config_path().parent / "prompts-offline.yaml")
+    assert config.world.name == "prompts" and str(config.world.prompts) == "prompts/PartiPrompts.tsv"
+    assert (Path(__file__).resolve().parents[1] / config.world.prompts).is_file()
+    urls = [t.base_url for t in config.teachers] + [config.director.base_url]
+    assert all(url.startswith(("http://127.0.0.1:8801/", "http://127.0.0.1:8802/")) for url in urls), urls
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "fake_images_api --port 8801" in readme and "chat_server --port 8802" in readme

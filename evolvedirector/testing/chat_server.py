@@ -42,7 +42,8 @@ class OpenWorldChatServer:
     """`with OpenWorldChatServer(heldout=...) as server:` serves on a free port; `server.base_url` is /v1."""
 
     def __init__(self, seed: int = 0, a_rate: float = 0.7, heldout: Iterable[str] = (), off_list_every: int = 4,
-                 model: str = "open-world-director"):
+                 model: str = "open-world-director", port: int = 0):
+        self.port = port  # 0: a free one
         self.rng = random.Random(seed)
         self.a_rate = a_rate
         self.heldout = list(heldout)
@@ -56,7 +57,7 @@ class OpenWorldChatServer:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> OpenWorldChatServer:
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), _handler_for(self))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
@@ -179,3 +180,25 @@ def _handler_for(server: OpenWorldChatServer) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
     return Handler
+
+
+def main() -> None:
+    """`python -m evolvedirector.testing.chat_server [--port 8802] [--seed 0]`: serve until stdin
+    closes (Ctrl-D) or Ctrl-C; prints the base URL (`http://127.0.0.1:PORT/v1`) on the first line."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, default=0, help="0: a free port")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    with OpenWorldChatServer(seed=args.seed, port=args.port) as server:
+        print(server.base_url, flush=True)
+        try:
+            sys.stdin.read()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

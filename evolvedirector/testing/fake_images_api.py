@@ -78,8 +78,10 @@ class Job:
 
 
 class FakeImageAPI:
-    def __init__(self, latency: float = 0.0, api_key: str | None = None, files_from: "FakeImageAPI | None" = None):
+    def __init__(self, latency: float = 0.0, api_key: str | None = None, files_from: "FakeImageAPI | None" = None,
+                 port: int = 0):
         self.latency = latency
+        self.port = port  # 0: a free one
         self.api_key = api_key  # when set, API routes want `Authorization: Bearer <key>`
         self.files_from = files_from  # where image URLs point (another host, like a CDN); default: here
         self.lock = threading.Lock()
@@ -101,7 +103,7 @@ class FakeImageAPI:
     # -- lifetime -------------------------------------------------------------------------------
 
     def start(self) -> "FakeImageAPI":
-        self._server = _Server(("127.0.0.1", 0), _handler_for(self))
+        self._server = _Server(("127.0.0.1", self.port), _handler_for(self))
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="fake-image-api", daemon=True)  # stop() waits one poll at most
         self._thread.start()
@@ -348,7 +350,8 @@ def _handler_for(api: FakeImageAPI) -> type[BaseHTTPRequestHandler]:
 
 
 def main() -> None:
-    """`python -m evolvedirector.testing.fake_images_api --latency 1`: serve until stdin closes.
+    """`python -m evolvedirector.testing.fake_images_api [--latency 1] [--port 8801]`: serve until
+    stdin closes (Ctrl-D) or Ctrl-C.
 
     Prints `http://127.0.0.1:PORT` on the first line, so a parent process knows where it is.
     """
@@ -356,10 +359,14 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--port", type=int, default=0, help="0: a free port")
     args = parser.parse_args()
-    with FakeImageAPI(latency=args.latency) as api:
+    with FakeImageAPI(latency=args.latency, port=args.port) as api:
         print(api.url, flush=True)
-        sys.stdin.read()  # the parent closes our stdin (or dies) to stop us
+        try:
+            sys.stdin.read()  # the parent closes our stdin (or dies) to stop us
+        except KeyboardInterrupt:
+            pass
 
 
 if __name__ == "__main__":
