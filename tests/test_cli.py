@@ -95,3 +95,19 @@ def test_status_lists_teacher_faults(finished_run):
     result = runner.invoke(app, ["status", str(run_dir)])
     assert result.exit_code == 0, result.output
     assert "teacher faults" in result.output and "atlas timeout 2" in result.output
+
+
+@pytest.mark.parametrize("exported, expected", [
+    ({}, "1000"),
+    ({"GOMP_SPINCOUNT": "300000"}, "300000"),  # the user's own value wins
+    ({"OMP_WAIT_POLICY": "PASSIVE"}, None),  # GOMP_SPINCOUNT would override the user's policy
+])
+def test_the_command_shortens_openmp_spinning_unless_the_user_chose(exported, expected):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")} | exported
+    out = subprocess.run([sys.executable, "-c", "import os, evolvedirector.cli; print(os.environ.get('GOMP_SPINCOUNT'))"],
+                         env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert out == str(expected)
