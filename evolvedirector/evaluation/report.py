@@ -22,6 +22,7 @@ import base64
 import html
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib
@@ -32,7 +33,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from evolvedirector.evaluation.lineage import LineageIndex, Step, describe_verdict  # noqa: E402
 from evolvedirector.evaluation.stats import OUTCOMES, format_rate, outcome_rates  # noqa: E402
-from evolvedirector.store import Store, write_atomic  # noqa: E402
+from evolvedirector.store import Sample, Store, write_atomic  # noqa: E402
 
 HASH = re.compile(r"[0-9a-f]{64}")
 EMBED_LIMIT = 64 * 1024  # larger images are linked, not embedded
@@ -197,9 +198,9 @@ def _rounds_section(rounds: list[dict], refused: dict[int, int]) -> str:
          "made since the round before.</p>")
 
 
-def _categories_section(store: Store, refusals: list[dict]) -> str:
+def _categories_section(samples: Iterable[Sample], refusals: list[dict]) -> str:
     counts: dict[str, list[int]] = {}  # category -> [ever added, active, director-written]
-    for sample in store.all_samples():
+    for sample in samples:
         row = counts.setdefault(sample.domain, [0, 0, 0])
         row[0] += 1
         row[1] += sample.round_deleted is None
@@ -432,7 +433,7 @@ def write_report(store: Store, run_dir: Path) -> Path:
 <img src="data:image/png;base64,{plot}" alt="series per round">
 {_rounds_section(rounds, refused_per_round)}
 {evaluation}
-{_categories_section(store, refusals)}
+{_categories_section(index.samples.values(), refusals)}
 {_selection_section(store)}
 {_ab_section(store)}
 {last_round}
