@@ -83,6 +83,7 @@ def choose_prompts(options: EvalOptions, world: World, store: Store) -> list[str
 
 async def buy_teacher_images(
     config: RunConfig, store: Store, images: ImageStore, prompts: list[str], options: EvalOptions, round: int,
+    buckets: dict[str, tuple[int, int] | None],
 ) -> tuple[dict[str, list[str | None]], dict]:
     """{teacher: image hash or None per prompt}, through the ledger (reused when already paid for)."""
     from evolvedirector.loop.acquire import TEACHER_SEED  # the loop's key, so training images are reused
@@ -96,9 +97,8 @@ async def buy_teacher_images(
     )
     teachers = [build_teacher(t) for t in config.teachers]
     size = config.world.image_size
-    # A training prompt is asked at the bucket it was bought at, so its key is the loop's and its
-    # images are reused; any other prompt as a square.
-    buckets = {s.prompt: parse_bucket(s.bucket) for s in store.all_samples()}
+    # A training prompt is asked at the bucket it was bought at (`buckets`), so its key is the
+    # loop's and its images are reused; any other prompt as a square.
     requests = [ImageRequest(p, TEACHER_SEED, size, buckets.get(p)) for p in prompts]
     bought = await asyncio.gather(*(ledger.buy(teacher, requests, round) for teacher in teachers))
     hashes: dict[str, list[str | None]] = {}
@@ -170,8 +170,8 @@ def _run_eval(run_dir, config, store, options, console, inception) -> dict:
         raise EvalError(str(error)) from None
     world = build_world(config, text_encoder=student.text)
     prompts = choose_prompts(options, world, store)
-    known = {s.prompt: s.domain for s in store.all_samples()}  # director-written prompts' categories
-    domains = [known.get(p) or world.category(p) for p in prompts]
+    known = {s.prompt: s for s in store.all_samples()}  # director-written prompts' categories and buckets
+    domains = [known[p].domain if p in known else world.category(p) for p in prompts]
     console.print(f"evaluating {checkpoint['checkpoint']} (round {checkpoint['round']}, step "
                   f"{checkpoint['train_step']}) on {len(prompts)} {options.prompt_set} prompts", highlight=False)
 
@@ -180,7 +180,8 @@ def _run_eval(run_dir, config, store, options, console, inception) -> dict:
     student_hashes = [images.put(image) for image in student_images]
 
     teacher_hashes, purchases = asyncio.run(
-        buy_teacher_images(config, store, images, prompts, options, round=checkpoint["round"])
+        buy_teacher_images(config, store, images, prompts, options, round=checkpoint["round"],
+                           buckets={p: parse_bucket(s.bucket) for p, s in known.items()})
     )
     console.print(f"teacher images: {purchases['reused']} reused, {purchases['new']} bought "
                   f"(${purchases['new_dollars']:.2f}), {purchases['missing']} missing", highlight=False)
