@@ -15,6 +15,8 @@ from typing import Awaitable, Callable
 
 import numpy as np
 
+from evolvedirector.store.db import bucket_text
+
 
 @dataclass(frozen=True)
 class ImageRequest:
@@ -61,7 +63,7 @@ def idempotency_key(teacher: str, request: ImageRequest) -> str:
     A square request's key leaves the bucket out, as keys did before there were buckets."""
     parts = [teacher, request.prompt, str(request.seed), str(request.size)]
     if request.bucket is not None:
-        parts.append("{}x{}".format(*request.bucket))
+        parts.append(bucket_text(request.bucket))
     text = "\x1f".join(parts)
     return hashlib.sha256(text.encode()).hexdigest()
 
