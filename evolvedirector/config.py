@@ -375,6 +375,14 @@ class TrainConfig(Section):
         "no", description="bf16 autocast on GPUs (on a CPU it is far slower than fp32: keep 'no')"
     )
     gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less memory")
+    compile: Literal["off", "blocks", "model"] = Field(
+        "off", description="torch.compile the student's training step: 'blocks' compiles each transformer block "
+        "(one compilation serves every block: seconds), 'model' the whole transformer (minutes for PixArt-XL on "
+        "an H200, no faster per step); on a CPU it rarely pays for its compile time"
+    )
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = Field(
+        "default", description="torch.compile's mode when compile is on (reduce-overhead adds CUDA graphs)"
+    )
     multi_aspect: bool = Field(
         False, description="False: one square shape (the 512-px first stage, the shapes world); True: batches "
         "from PixArt's 20 aspect buckets (h/w 0.5 to 2), scaled to the student's image size"

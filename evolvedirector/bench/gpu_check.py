@@ -134,11 +134,11 @@ def gpu_steps(python: str, work: Path) -> list[Step]:
     # Only tests/gpu: collecting the whole suite would need its test-only packages (hypothesis ...).
     return [
         Step("tests", [python, "-m", "pytest", "-m", "gpu", "-q", "-rs", "-p", "no:cacheprovider", "tests/gpu"],
-             180, pytest_counts),
+             200, pytest_counts),
         Step("demo", [python, "-m", "evolvedirector.cli", "run", str(config)], 90, last_round,
              prepare=lambda: write_demo_config(config, work / "demo")),
         Step("bench eager", bench, 60, bench_line),
-        Step("bench compile", [*bench, "--compile"], 150, bench_line),
+        Step("bench compile", [*bench, "--compile"], 120, bench_line),
     ]
 
 

@@ -37,6 +37,7 @@ LATENT_SIZES = {"S/2", "B/2", "L/2", "XL/2"}  # PixArt's sizes train on VAE late
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+COMPILE_SCOPES = ("blocks", "model")  # train.compile: each transformer block, or the whole transformer
 CAPTION_MASKS = ("padded", "full")
 
 
@@ -72,6 +73,7 @@ class Levers:
     fused_adam: bool | None = None
     sync_every: int | None = None
     compile_mode: str | None = None  # None: eager; else one of COMPILE_MODES
+    compile_scope: str = "blocks"  # one of COMPILE_SCOPES, when compiled
     foreach_ema: bool = True
     caption_mask: str = "padded"
 
@@ -80,17 +82,12 @@ def describe(levers: Levers, trainer) -> str:
     """The levers as the trainer resolved them, in a few words."""
     parts = ["fused AdamW" if trainer.fused_adam else "AdamW (not fused)",
              "loss read every step" if trainer.sync_every == 1 else f"loss read every {trainer.sync_every} steps",
-             "eager" if levers.compile_mode is None else f"compile {levers.compile_mode}"]
+             "eager" if levers.compile_mode is None else f"compile {levers.compile_mode} ({levers.compile_scope})"]
     if not levers.foreach_ema:
         parts.append("per-tensor EMA")
     if levers.caption_mask != "padded":
         parts.append(f"{levers.caption_mask} captions")
     return ", ".join(parts)
-
-
-def compile_model(model, mode: str) -> None:
-    """torch.compile the transformer in place (the trainer holds it); reduce-overhead adds CUDA graphs."""
-    model.compile(mode=mode)
 
 
 @dataclass(frozen=True)
@@ -164,12 +161,12 @@ def measure(shapes: Shapes, levers: Levers, steps: int, gradient_checkpointing: 
     student.text = RandomCaptions(shapes.text_tokens, shapes.caption_channels, padded=levers.caption_mask == "padded")
     student.null_text = student.text.encode([""])
     config = TrainConfig(batch_size=levers.batch_size, lr=1e-4, gradient_checkpointing=gradient_checkpointing,
-                         mixed_precision="bf16" if precision == "bf16" else "no")
+                         mixed_precision="bf16" if precision == "bf16" else "no",
+                         compile="off" if levers.compile_mode is None else levers.compile_scope,
+                         compile_mode=levers.compile_mode or "default")
     trainer = Trainer(student, config, device=device, fused_adam=levers.fused_adam, sync_every=levers.sync_every,
                       foreach_ema=levers.foreach_ema)
     try:
-        if levers.compile_mode is not None:
-            compile_model(trainer.model, levers.compile_mode)
         batch = levers.batch_size
         x = torch.randn(batch, shapes.channels, shapes.grid, shapes.grid, generator=torch.Generator().manual_seed(0))
         prompts = [f"caption {i}" for i in range(batch)]
@@ -216,7 +213,11 @@ def run_bench(size: str, resolution: int | None, steps: int, levers: Levers, gra
     return {**vars(shapes), **result, "peak": peak, "mfu": result["flops_per_second"] / peak.flops}
 
 
-def lever_ladder(batch_size: int, sync_every: int, modes: tuple[str, ...] = COMPILE_MODES) -> list[tuple[str, Levers]]:
+SCOPE_WORDS = {"blocks": "each block", "model": "the whole model"}
+
+
+def lever_ladder(batch_size: int, sync_every: int, modes: tuple[str, ...] = COMPILE_MODES,
+                 scopes: tuple[str, ...] = ("blocks",)) -> list[tuple[str, Levers]]:
     """The ladder's first rows, each adding one lever to the eager rows above (each compile mode
     on the last eager row; the batch rows and the reference rows are built from the best of these
     once they are measured)."""
@@ -227,8 +228,8 @@ def lever_ladder(batch_size: int, sync_every: int, modes: tuple[str, ...] = COMP
         ("baseline: eager, AdamW not fused, host sync every step", base),
         ("+ fused AdamW", fused),
         (f"+ no host sync (loss read every {sync_every} steps)", no_sync),
-        *((f"+ compile {mode}" + (" (CUDA graphs)" if mode == "reduce-overhead" else ""),
-           replace(no_sync, compile_mode=mode)) for mode in modes),
+        *((f"+ compile {mode}, {SCOPE_WORDS[scope]}" + (" (CUDA graphs)" if mode == "reduce-overhead" else ""),
+           replace(no_sync, compile_mode=mode, compile_scope=scope)) for scope in scopes for mode in modes),
     ]
 
 
@@ -244,7 +245,7 @@ REFERENCE_ROWS = (
 
 def run_ladder(size: str, resolution: int | None, steps: int, batch_size: int, batches: list[int], sync_every: int,
                gradient_checkpointing: bool, precision: str, device: str,
-               modes: tuple[str, ...] = COMPILE_MODES) -> list[dict]:
+               modes: tuple[str, ...] = COMPILE_MODES, scopes: tuple[str, ...] = ("blocks",)) -> list[dict]:
     """Every configuration of the ladder in this process, printed as it is measured: one row each
     (a configuration that fails, e.g. out of memory, says so and the ladder goes on). Returns the
     rows; the best (images/s) of the first rows and the batch rows is printed last."""
@@ -274,7 +275,7 @@ def run_ladder(size: str, resolution: int | None, steps: int, batch_size: int, b
         done = [r for r in rows if r["candidate"] and "error" not in r]
         return max(done, key=lambda r: r["images_per_second"]) if done else None
 
-    for label, levers in lever_ladder(batch_size, sync_every, modes):
+    for label, levers in lever_ladder(batch_size, sync_every, modes, scopes):
         run(label, levers, candidate=True)
     top = best()
     for batch in batches:
@@ -311,6 +312,9 @@ def train(
     compile: bool = typer.Option(False, "--compile", help="torch.compile the transformer (= --compile-mode default)"),
     compile_mode: str | None = typer.Option(None, "--compile-mode",
                                             help="torch.compile mode: default, reduce-overhead (CUDA graphs) or max-autotune"),
+    compile_scope: str = typer.Option("blocks", "--compile-scope", help=(
+        "what is compiled (train.compile): blocks, each transformer block (one compilation for all); "
+        "model, the whole transformer (minutes of compilation at XL/2)")),
     fused_adam: bool | None = typer.Option(None, "--fused-adam/--no-fused-adam",
                                            help="fused AdamW (default: on CUDA, as the trainer does)"),
     sync_every: int | None = typer.Option(None, "--sync-every", min=1, help=(
@@ -327,6 +331,8 @@ def train(
     lever_batches: str = typer.Option("32,64", "--lever-batches", help="batch sizes the best configuration is also run at"),
     lever_modes: str = typer.Option(",".join(COMPILE_MODES), "--lever-compile-modes",
                                     help="the compile modes the ladder tries (max-autotune compiles for minutes on a GPU)"),
+    lever_scopes: str = typer.Option("blocks", "--lever-compile-scopes",
+                                     help="the compile scopes the ladder tries with each mode: blocks, model"),
     gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing"),
     precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16 (autocast; slow on a CPU)"),
     device: str = typer.Option("auto", "--device", help="auto (a GPU when there is one), cpu or cuda"),
@@ -356,6 +362,9 @@ def train(
     modes = tuple(m.strip() for m in lever_modes.split(",") if m.strip())
     if any(m not in COMPILE_MODES for m in modes):
         raise typer.BadParameter(f"--lever-compile-modes must be among {', '.join(COMPILE_MODES)}, got {lever_modes!r}")
+    scopes = tuple(m.strip() for m in lever_scopes.split(",") if m.strip())
+    if compile_scope not in COMPILE_SCOPES or not scopes or any(m not in COMPILE_SCOPES for m in scopes):
+        raise typer.BadParameter(f"--compile-scope and --lever-compile-scopes must be among {', '.join(COMPILE_SCOPES)}")
     import torch
 
     from evolvedirector.trainer.trainer import SYNC_EVERY_CUDA
@@ -366,10 +375,11 @@ def train(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if levers:
         run_ladder(size, resolution, steps, batch_size, batches, sync_every or SYNC_EVERY_CUDA,
-                   gradient_checkpointing, precision, device, modes)
+                   gradient_checkpointing, precision, device, modes, scopes)
         return
     chosen = Levers(batch_size, fused_adam=fused_adam, sync_every=sync_every,
-                    compile_mode=compile_mode or ("default" if compile else None), foreach_ema=foreach_ema,
+                    compile_mode=compile_mode or ("default" if compile else None), compile_scope=compile_scope,
+                    foreach_ema=foreach_ema,
                     caption_mask=caption_mask)
     f = run_bench(size, resolution, steps, chosen, gradient_checkpointing, precision, device)
     spec = f["spec"]

@@ -122,6 +122,23 @@ class EMA:
                 shadow.lerp_(p.detach(), 1.0 - decay)
 
 
+def compile_student(model: torch.nn.Module, scope: str, mode: str) -> None:
+    """torch.compile the transformer in place (a DDP or FSDP wrapper calls the compiled module).
+    'blocks' compiles each of `transformer_blocks`: they share their code, so one compilation (and
+    one recompile per new shape) serves all of them, where 'model' traces the whole depth at once."""
+    if scope == "off":
+        return
+    if scope == "model":
+        model.compile(mode=mode)
+        return
+    blocks = getattr(model, "transformer_blocks", None)
+    if not blocks:
+        raise ValueError(f"train.compile: blocks needs a model with transformer_blocks; {type(model).__name__} "
+                         "has none (use compile: model)")
+    for block in blocks:
+        block.compile(mode=mode)
+
+
 class Trainer:
     def __init__(self, student, config, *, seed: int = 0, device: str = "auto", cache_dir: Path | None = None,
                  images: ImageStore | None = None, fused_adam: bool | None = None, sync_every: int | None = None,
@@ -140,6 +157,12 @@ class Trainer:
         if self.fsdp and not self.accelerator.is_fsdp2:
             raise ValueError("FSDP needs fsdp_version: 2 in the accelerate config (the trainer's EMA and "
                              "checkpoints read parameters as DTensors)")
+        if self.fsdp:
+            # `accelerate launch --use_fsdp` turns cpu_ram_efficient_loading on by default: a path for
+            # Transformers models that re-broadcasts rank 0's weights by parameter name and fails on a
+            # diffusers model's root-level parameter (PixArt's scale_shift_table). Nothing is gained
+            # here: every process builds the same student from the same seed or checkpoint.
+            self.accelerator.state.fsdp_plugin.cpu_ram_efficient_loading = False
         # Features: text states (and VAE latents) cached on disk beside the run; pixels in memory.
         self.features = FeatureCache(cache_dir)
         if not isinstance(student.text, CachedTextEncoder):
@@ -165,6 +188,7 @@ class Trainer:
         # here rather than prepared (accelerate would step it once per process).
         self.schedule = get_constant_schedule_with_warmup(self.raw_optimizer, num_warmup_steps=config.warmup_steps)
         self.model, self.optimizer = self.accelerator.prepare(student.model, self.raw_optimizer)
+        compile_student(self.accelerator.unwrap_model(self.model), config.compile, config.compile_mode)
         student.ema_model.to(self.device)
         trained = list(self.model.parameters())
         shadows = [p.detach().clone() for p in trained] if self.fsdp else list(student.ema_model.parameters())

@@ -8,13 +8,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import evolvedirector.bench.train as train_bench
+import evolvedirector.trainer.trainer as trainer_module
 from evolvedirector.bench.train import REFERENCE_ROWS, RandomCaptions, batch_label, lever_ladder
 from evolvedirector.cli import app
 from evolvedirector.config import StudentConfig, TrainConfig
 from evolvedirector.student import Student
 from evolvedirector.trainer import Trainer
-from evolvedirector.trainer.trainer import EMA, SYNC_EVERY_CUDA, LossReader
+from evolvedirector.trainer.trainer import EMA, SYNC_EVERY_CUDA, LossReader, compile_student
 
 PROMPTS = ["a red circle on the left", "two blue squares", "the letter A in red"] * 2
 
@@ -27,10 +27,10 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def fresh(**levers):
+def fresh(config: TrainConfig | None = None, **levers):
     torch.manual_seed(0)
     student = Student(StudentConfig(size="tiny", ema_decay=0.9), 32, text_encoder=RandomCaptions(16, 384))
-    config = TrainConfig(batch_size=4, lr=1e-3, warmup_steps=2)
+    config = config or TrainConfig(batch_size=4, lr=1e-3, warmup_steps=2)
     return student, Trainer(student, config, seed=5, device="cpu", **levers)
 
 
@@ -101,9 +101,10 @@ def test_the_ema_is_one_foreach_op_and_the_per_tensor_loop_agrees():
 
 
 def test_bench_train_levers_prints_every_row_and_the_best_last(monkeypatch):
-    # torch.compile on a CPU takes a minute per mode: here only that each mode is asked for.
+    # torch.compile on a CPU takes a minute per mode: here only that the trainer is asked for each.
     modes = []
-    monkeypatch.setattr(train_bench, "compile_model", lambda model, mode: modes.append(mode))
+    monkeypatch.setattr(trainer_module, "compile_student",
+                        lambda model, scope, mode: scope != "off" and modes.append((scope, mode)))
     threads = torch.get_num_threads()
     try:
         result = CliRunner().invoke(app, ["bench", "train", "--levers", "--size", "tiny", "--steps", "2",
@@ -120,7 +121,7 @@ def test_bench_train_levers_prints_every_row_and_the_best_last(monkeypatch):
         row = next((line for line in lines if line.startswith(label + " ")), None)
         assert row is not None, f"no row {label!r} in:\n{result.output}"
         assert re.search(rf"\s(\d+)\s+({number})\s+({number})\s+({number})\s", row[len(label):]), row
-    assert sorted(set(modes)) == ["default", "max-autotune", "reduce-overhead"]
+    assert sorted(set(modes)) == [("blocks", "default"), ("blocks", "max-autotune"), ("blocks", "reduce-overhead")]
     assert lines[-2].startswith("best: ")
     match = re.fullmatch(r"images/s=(\S+) mfu=(\S+)", lines[-1])
     assert match and float(match.group(1)) > 0 and 0 < float(match.group(2)) < 1, lines[-1]
@@ -139,3 +140,31 @@ def test_bench_train_switches_each_lever():
     assert re.fullmatch(r"images/s=\S+ mfu=\S+", result.output.strip().splitlines()[-1])
     bad = CliRunner().invoke(app, ["bench", "train", "--compile-mode", "fast"])
     assert bad.exit_code != 0 and "--compile-mode" in bad.output
+
+
+def test_compile_blocks_compiles_each_block_and_trains_as_eager_does():
+    """train.compile: blocks compiles every transformer block in place (not the model around them),
+    and the compiled step computes what the eager one does."""
+    eager_student, eager = fresh()
+    config = TrainConfig(batch_size=4, lr=1e-3, warmup_steps=2, compile="blocks")
+    compiled_student, compiled = fresh(config)
+    blocks = compiled_student.model.transformer_blocks
+    assert all(block._compiled_call_impl is not None for block in blocks)
+    assert compiled_student.model._compiled_call_impl is None
+    assert all(block._compiled_call_impl is None for block in eager_student.model.transformer_blocks)
+    eager.train(images(), PROMPTS, 2)
+    compiled.train(images(), PROMPTS, 2)
+    for a, b in zip(eager_student.model.parameters(), compiled_student.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_compile_scopes_and_a_model_without_blocks():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    compile_student(model, "off", "default")
+    assert model._compiled_call_impl is None
+    compile_student(model, "model", "default")
+    assert model._compiled_call_impl is not None
+    with pytest.raises(ValueError, match="transformer_blocks"):
+        compile_student(torch.nn.Linear(2, 2), "blocks", "default")
+    with pytest.raises(ValueError, match="compile"):
+        TrainConfig(compile="everything")
