@@ -24,6 +24,8 @@ def finished_run(tmp_path_factory):
 
 def test_run_prints_a_line_per_round_and_writes_the_report(finished_run):
     run_dir, output = finished_run
+    assert output.splitlines()[0].startswith("plan: round 1 after the seed round, each ")
+    assert "on this machine (measured: " in output.splitlines()[0]
     lines = [line for line in output.splitlines() if line.startswith("round")]
     assert [line.split("|")[0].split()[1] for line in lines] == ["0", "1"]
     for field in ("set", "teacher-win", "calls", "held-out", "object", "relation", "count", "text", "mean"):

@@ -33,7 +33,7 @@ def progress_bar(console: Console) -> Progress:
     )
 
 
-def print_round(console: Console, s: RoundSummary, categories: tuple[str, ...]) -> None:
+def print_round(console: Console, s: RoundSummary, categories: tuple[str, ...], left: str = "") -> None:
     win = f"{s.teacher_wins / s.judged:.2f}" if s.judged else "  - "
     refused = f", refused {s.refused}" if s.refused else ""
     if s.accuracy:
@@ -43,6 +43,6 @@ def print_round(console: Console, s: RoundSummary, categories: tuple[str, ...]) 
         heldout = "held-out -"
     console.print(
         f"round {s.round:>3} | set {s.set_size:>4} | teacher-win {win} | +{s.added} -{s.deleted} "
-        f"(mutated {s.mutated}{refused}) | calls {s.calls} ${s.dollars:.2f} | {heldout} | {s.seconds:.0f}s",
+        f"(mutated {s.mutated}{refused}) | calls {s.calls} ${s.dollars:.2f} | {heldout} | {s.seconds:.0f}s{left}",
         soft_wrap=True, highlight=False,
     )

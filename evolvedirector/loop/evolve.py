@@ -22,6 +22,7 @@ from rich.console import Console
 from evolvedirector.config import RunConfig
 from evolvedirector.director import build_director
 from evolvedirector.evaluation.report import write_report
+from evolvedirector.loop import plan
 from evolvedirector.loop.console import RoundSummary, print_round, progress_bar
 from evolvedirector.loop.round import run_round, seed_round
 from evolvedirector.loop.run_folder import RunFolder
@@ -67,16 +68,27 @@ class Evolution:
             await self._resume(last)
         summaries = []
         round = 0 if last is None else last + 1
+        if self._stop_reason(round) is None:
+            self.console.print(self._plan(round), soft_wrap=True, highlight=False)
+        durations: list[float] = []  # of the training rounds run here, for the time left
         while (reason := self._stop_reason(round)) is None:
             self.director.reseed(self.config.seed * 7919 + round)
             summary = await (seed_round(self) if round == 0 else run_round(self, round))
             summaries.append(summary)
-            print_round(self.console, summary, self.world.categories)
+            if round > 0:
+                durations.append(summary.seconds)
+            print_round(self.console, summary, self.world.categories, left=plan.time_left(self.config, round, durations))
             write_report(self.store, self.folder.path)
             round += 1
         await self.director.aclose()
         self.console.print(f"[bold]stopped[/bold]: {reason}. Run folder: {self.folder.path}", soft_wrap=True)
         return summaries
+
+    def _plan(self, round: int) -> str:
+        heldout = len(self.world.heldout) if self.world.graded else 0
+        set_size = len(self.store.active_samples()) or self.config.evolve.seed_prompts
+        measured = plan.measure(self.trainer, self.student, prompts=max(heldout, 1))
+        return plan.plan_line(self.config, round, measured, set_size, heldout)
 
     def _stop_reason(self, round: int) -> str | None:
         budget = self.config.budget

@@ -23,6 +23,7 @@ same version at the same step. Only the main process writes checkpoints.
 from __future__ import annotations
 
 import shutil
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -303,6 +304,29 @@ class Trainer:
         self.step += 1
         self.ema.update(self.step)
         return self.accelerator.reduce(loss.detach(), reduction="mean")
+
+    def time_step(self, repeats: int = 3) -> float:
+        """Seconds of one step's forward and backward at the run's batch size (the mean of
+        `repeats`, after one warm-up), on placeholder data: empty captions, blank images of the
+        first bucket. Weights, optimizer, EMA and step count are untouched and the gradients are
+        dropped, so a run that measures this computes what it would have without."""
+        height, width = self.buckets()[0]
+        x = torch.zeros(self.config.batch_size, self.student.channels, *self.student.grid_shape(height, width))
+        prompts = [""] * len(x)
+        was_training = self.model.training
+        self.model.train()
+        seconds = []
+        for _ in range(repeats + 1):
+            started = time.perf_counter()
+            loss = self.student.loss(self.model, to_device(x, self.device), prompts, torch.Generator().manual_seed(0),
+                                     0.0)
+            self.accelerator.backward(loss)
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            seconds.append(time.perf_counter() - started)
+        self.model.train(was_training)
+        return sum(seconds[1:]) / repeats
 
     # -- checkpoints -----------------------------------------------------------------------
 
