@@ -432,7 +432,9 @@ class RunConfig(Section):
     out: Path = Field(Path("runs/demo"), description="run directory; an existing one is resumed")
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default)")
+    threads: int | None = Field(None, ge=1, description=(
+        "torch CPU threads (None: before each round's training, all of torch's, half or one, whichever "
+        "trains fastest now: another busy program then slows a run at most by the cores it takes)"))
     world: WorldConfig = WorldConfig()
     teachers: list[AnyTeacherConfig] = Field(
         default_factory=lambda: [TeacherConfig(name=n) for n in ("atlas", "quill", "tally")], min_length=1

@@ -22,7 +22,7 @@ from rich.console import Console
 from evolvedirector.config import RunConfig
 from evolvedirector.director import build_director
 from evolvedirector.evaluation.report import write_report
-from evolvedirector.loop import plan
+from evolvedirector.loop import plan, threads
 from evolvedirector.loop.console import RoundSummary, print_round, progress_bar
 from evolvedirector.loop.round import run_round, seed_round
 from evolvedirector.loop.run_folder import RunFolder
@@ -47,6 +47,8 @@ class Evolution:
         )
         if config.threads:
             torch.set_num_threads(config.threads)
+        self.available_threads = torch.get_num_threads()  # torch's default: the cores it may use
+        self.training_threads: int | None = None  # chosen before each round's training when config.threads is unset
         torch.manual_seed(config.seed)  # the same seed gives the same initial student
         self.student = Student(config.student, config.world.image_size)
         # Text features (and VAE latents at full scale) are cached on disk beside the run.
@@ -125,6 +127,11 @@ class Evolution:
 
     def train_on_set(self, samples: list[Sample], steps: int, label: str) -> float:
         """`steps` optimizer steps on these samples, with a progress bar; returns the mean loss."""
+        if self.config.threads is None and self.trainer.device.type == "cpu" and self.available_threads > 1:
+            chosen, timings = threads.choose_threads(self.trainer, self.available_threads)
+            if chosen != self.training_threads:
+                self.console.print(threads.describe(chosen, timings), highlight=False)
+            self.training_threads = chosen
         with progress_bar(self.console) as progress:
             task = progress.add_task(f"{label}: training", total=steps, info="")
             recent: list[float] = []
