@@ -20,6 +20,7 @@ from rich.table import Table  # noqa: E402
 
 import evolvedirector.bench.efficiency  # noqa: F401  (registers `bench efficiency`)
 import evolvedirector.bench.teachers  # noqa: F401  (registers `bench teachers`)
+import evolvedirector.bench.threads  # noqa: F401  (registers `bench threads`)
 import evolvedirector.bench.train  # noqa: F401  (registers `bench train`)
 from evolvedirector.bench import bench_app
 from evolvedirector.config import ConfigError, RunConfig, demo_config_path, load_config
