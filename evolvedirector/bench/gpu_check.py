@@ -118,7 +118,7 @@ def install_wheels(python: str, wheels: Path) -> Outcome:
 
 
 def write_demo_config(path: Path, out: Path) -> None:
-    """demo.yaml on CUDA for three rounds, without its wall-clock limit (set for a CPU)."""
+    """demo.yaml on CUDA for three rounds."""
     import yaml  # here: it may come from the wheels, installed after this module started
 
     config = yaml.safe_load((REPOSITORY / "evolvedirector" / "configs" / "demo.yaml").read_text())
