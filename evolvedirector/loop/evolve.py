@@ -71,7 +71,10 @@ class Evolution:
         summaries = []
         round = 0 if last is None else last + 1
         if self._stop_reason(round) is None:
+            chosen = self._choose_threads()  # first: the plan is timed with the threads training will use
             self.console.print(self._plan(round), soft_wrap=True, highlight=False)
+            if chosen:
+                self.console.print(chosen, highlight=False)
         durations: list[float] = []  # of the training rounds run here, for the time left
         while (reason := self._stop_reason(round)) is None:
             self.director.reseed(self.config.seed * 7919 + round)
@@ -127,11 +130,8 @@ class Evolution:
 
     def train_on_set(self, samples: list[Sample], steps: int, label: str) -> float:
         """`steps` optimizer steps on these samples, with a progress bar; returns the mean loss."""
-        if self.config.threads is None and self.trainer.device.type == "cpu" and self.available_threads > 1:
-            chosen, timings = threads.choose_threads(self.trainer, self.available_threads)
-            if chosen != self.training_threads:
-                self.console.print(threads.describe(chosen, timings), highlight=False)
-            self.training_threads = chosen
+        if chosen := self._choose_threads():
+            self.console.print(chosen, highlight=False)
         with progress_bar(self.console) as progress:
             task = progress.add_task(f"{label}: training", total=steps, info="")
             recent: list[float] = []
@@ -141,6 +141,15 @@ class Evolution:
                 progress.update(task, advance=1, info=f"loss {np.mean(recent[-20:]):.4f}")
 
             return self.trainer.train_on_samples(samples, steps, version=self.store.last_round(), on_step=on_step)
+
+    def _choose_threads(self) -> str | None:
+        """With `threads` unset on a CPU: train with the thread count fastest now (loop/threads.py).
+        Returns the line saying so when the count changes."""
+        if self.config.threads is not None or self.trainer.device.type != "cpu" or self.available_threads < 2:
+            return None
+        chosen, timings = threads.choose_threads(self.trainer, self.available_threads)
+        changed, self.training_threads = chosen != self.training_threads, chosen
+        return threads.describe(chosen, timings) if changed else None
 
     def expansion_teachers(self, parent: Sample, favourites: dict[str, str]) -> list[str]:
         """Who draws the prompts expanded from `parent` (`evolve.expand_with`)."""
