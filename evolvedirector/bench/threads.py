@@ -34,7 +34,7 @@ def timed_step(trainer, threads: int, repeats: int) -> float:
 
 @bench_app.command("threads")
 def threads_bench(
-    size: str = typer.Option("shapes-xs", "--size", help="the student size (the demo's by default)"),
+    size: str = typer.Option("shapes-xxs", "--size", help="the student size (the demo's by default)"),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     repeats: int = typer.Option(10, "--repeats", min=1, help="timed steps per configuration (after one warm-up)"),
     busy: int = typer.Option(1, "--busy", min=0, help="the most busy programs to run beside the step"),

@@ -27,7 +27,11 @@ SIZES: dict[str, StudentSize] = {
     "tiny": StudentSize(depth=2, width=64, heads=2, patch_size=4),
     # For tests of size conditioning, which splits the width in three (as 1152 does at XL/2).
     "tiny-ms": StudentSize(depth=2, width=96, heads=2, patch_size=2),
-    # The shapes world: 32x32 pixels at patch 4 is 64 tokens.
+    # The shapes world: 32x32 pixels at patch 4 is 64 tokens. shapes-xxs is the demo's: at equal
+    # compute it learns faster than the deeper shapes-xs (measured in the demo's loop: held-out mean
+    # 0.25 after 1500 of its steps, which cost what 740 shapes-xs steps do, against 1250 for
+    # shapes-xs; 0.44 against 0.40 at the end of the demo).
+    "shapes-xxs": StudentSize(depth=2, width=128, heads=4, patch_size=4),
     "shapes-xs": StudentSize(depth=4, width=128, heads=4, patch_size=4),
     "shapes-s": StudentSize(depth=4, width=192, heads=4, patch_size=4),
     "shapes-m": StudentSize(depth=6, width=256, heads=4, patch_size=4),
