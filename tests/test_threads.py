@@ -34,7 +34,7 @@ def test_one_or_two_threads_train_the_same_numbers():
 
 def test_the_fastest_count_is_chosen_and_set():
     class Timed:  # a step that is fastest with one thread, as beside a busy program
-        def time_step(self, repeats):
+        def time_step(self, repeats, at_least=0.0):
             return {4: 0.3, 2: 0.25, 1: 0.19}[torch.get_num_threads()]
 
     assert threads.candidates(4) == [4, 2, 1] and threads.candidates(2) == [2, 1] and threads.candidates(1) == [1]

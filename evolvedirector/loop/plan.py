@@ -27,11 +27,11 @@ class Measured:
 
 
 def measure(trainer, student, prompts: int, repeats: int = 3) -> Measured:
-    """Time `repeats` forward+backward passes of one batch (after one warm-up) and one denoising
-    step over `prompts` prompts. The optimizer's own step is left out: next to forward and
-    backward it is a few percent."""
+    """Time forward+backward passes of one batch (the median of `repeats` or more, for at least a
+    second, after one warm-up) and one denoising step over `prompts` prompts. The optimizer's own
+    step is left out: next to forward and backward it is a few percent."""
     with torch.random.fork_rng(devices=[]):
-        step_seconds = trainer.time_step(repeats)
+        step_seconds = trainer.time_step(repeats, at_least=1.0)
         started = time.perf_counter()
         student.generate([""] * max(1, prompts), seed=0, steps=1)
         render_seconds = (time.perf_counter() - started) / max(1, prompts)

@@ -23,6 +23,7 @@ same version at the same step. Only the main process writes checkpoints.
 from __future__ import annotations
 
 import shutil
+import statistics
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -305,18 +306,19 @@ class Trainer:
         self.ema.update(self.step)
         return self.accelerator.reduce(loss.detach(), reduction="mean")
 
-    def time_step(self, repeats: int = 3) -> float:
-        """Seconds of one step's forward and backward at the run's batch size (the mean of
-        `repeats`, after one warm-up), on placeholder data: empty captions, blank images of the
-        first bucket. Weights, optimizer, EMA and step count are untouched and the gradients are
-        dropped, so a run that measures this computes what it would have without."""
+    def time_step(self, repeats: int = 3, at_least: float = 0.0) -> float:
+        """Seconds of one step's forward and backward at the run's batch size: the median of
+        `repeats` or more, as many as `at_least` seconds take, after one warm-up. On placeholder
+        data (empty captions, blank images of the first bucket); weights, optimizer, EMA and step
+        count are untouched and the gradients dropped, so a run that measures this computes what it
+        would have without."""
         height, width = self.buckets()[0]
         x = torch.zeros(self.config.batch_size, self.student.channels, *self.student.grid_shape(height, width))
         prompts = [""] * len(x)
         was_training = self.model.training
         self.model.train()
-        seconds = []
-        for _ in range(repeats + 1):
+        seconds: list[float] = []
+        while len(seconds) < repeats + 1 or (sum(seconds[1:]) < at_least and len(seconds) < 200):
             started = time.perf_counter()
             loss = self.student.loss(self.model, to_device(x, self.device), prompts, torch.Generator().manual_seed(0),
                                      0.0)
@@ -326,7 +328,7 @@ class Trainer:
                 torch.cuda.synchronize(self.device)
             seconds.append(time.perf_counter() - started)
         self.model.train(was_training)
-        return sum(seconds[1:]) / repeats
+        return statistics.median(seconds[1:])
 
     # -- checkpoints -----------------------------------------------------------------------
 
