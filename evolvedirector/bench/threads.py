@@ -25,13 +25,6 @@ def spin() -> None:
         pass
 
 
-def timed_step(trainer, threads: int, repeats: int) -> float:
-    import torch
-
-    torch.set_num_threads(threads)
-    return trainer.time_step(repeats)
-
-
 @bench_app.command("threads")
 def threads_bench(
     size: str = typer.Option("shapes-xxs", "--size", help="the student size (the demo's by default)"),
@@ -44,7 +37,7 @@ def threads_bench(
 
     from evolvedirector.bench.train import RandomCaptions
     from evolvedirector.config import StudentConfig, TrainConfig
-    from evolvedirector.loop.threads import candidates
+    from evolvedirector.loop.threads import candidates, choose_threads
     from evolvedirector.student import Student
     from evolvedirector.trainer import Trainer
 
@@ -65,12 +58,11 @@ def threads_bench(
             process.start()
         try:
             time.sleep(0.5 if load else 0)  # let the scheduler place them
-            seconds = {n: timed_step(trainer, n, repeats) for n in counts}
+            best, seconds = choose_threads(trainer, available, repeats, at_least=0.0)  # what the loop does
         finally:
             for process in spinners:
                 process.terminate()
                 process.join()
-        best = min(seconds, key=seconds.get)
         chosen_at[load] = seconds[best]
         label = "idle" if load == 0 else f"{load} busy program" + ("s" if load > 1 else "")
         print(f"{label:<16} " + " ".join(f"{seconds[n]:>10.3f}" for n in counts) + f" {best:>8}")

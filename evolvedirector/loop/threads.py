@@ -18,12 +18,13 @@ def candidates(available: int) -> list[int]:
     return sorted({available, max(1, available // 2), 1}, reverse=True)
 
 
-def choose_threads(trainer, available: int) -> tuple[int, dict[int, float]]:
-    """Set torch to the fastest thread count for a training step now; returns it and the timings."""
+def choose_threads(trainer, available: int, repeats: int = 2, at_least: float = 0.4) -> tuple[int, dict[int, float]]:
+    """Set torch to the fastest thread count for a training step now; returns it and the timings
+    (each the median of `repeats` or more steps, for at least `at_least` seconds)."""
     timings = {}
     for threads in candidates(available):
         torch.set_num_threads(threads)
-        timings[threads] = trainer.time_step(repeats=2, at_least=0.4)  # a median of at least 0.4 s
+        timings[threads] = trainer.time_step(repeats, at_least)
     fastest = min(timings, key=timings.get)
     torch.set_num_threads(fastest)
     return fastest, timings
