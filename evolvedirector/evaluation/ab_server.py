@@ -12,9 +12,10 @@ image bought long ago from a fresh render).
 Safety: bound to 127.0.0.1 unless told otherwise; every `/api/` request needs the token (made
 with `secrets`, printed once in the address, compared in constant time, never logged: the access
 log is off because the first request carries it in its query string); request bodies are
-pydantic models that refuse unknown fields and choices; images come only from the run's
-content-addressed store, by a hash the server itself chose, checked against its pattern and its
-content.
+pydantic models that refuse unknown fields and choices, capped at `MAX_BODY_BYTES` before they are
+read into memory, and a refusal names the field without echoing what was sent; images come only
+from the run's content-addressed store, by a hash the server itself chose, checked against its
+pattern and its content.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import FastAPI, HTTPException, Path as PathParam, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,6 +45,7 @@ STATIC_TYPES = {"ab.js": "text/javascript; charset=utf-8", "ab.css": "text/css; 
 TOKEN_HEADER = "X-AB-Token"
 PAIR_ID = r"^[A-Za-z0-9_-]{22,64}$"
 HASH = r"^[0-9a-f]{64}$"
+MAX_BODY_BYTES = 4096  # a vote is about 100 bytes; a token holder's 200 MB body took 1.1 GB uncapped
 MAX_OPEN_PAIRS = 1000  # pairs shown but not voted on (skipped, or a tab closed) are forgotten past this
 PAGE_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src blob:; connect-src 'self'; "
@@ -171,6 +174,43 @@ class AbState:
         return self.total
 
 
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes gets 413 before more of it is read.
+
+    A declared Content-Length is checked first; a chunked body is counted as it arrives (the
+    HTTPException raised mid-read passes through FastAPI's body parsing to its 413 answer).
+    """
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            return await self._refuse(scope, receive, send)
+        received = 0
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise HTTPException(413, self.refusal)
+            return message
+
+        await self.app(scope, counted_receive, send)
+
+    @property
+    def refusal(self) -> str:
+        return f"request body over {self.limit} bytes"
+
+    async def _refuse(self, scope, receive, send):
+        await JSONResponse({"detail": self.refusal}, status_code=413)(scope, receive, send)
+
+
 def create_app(run_dir: Path, token: str) -> FastAPI:
     run_dir = Path(run_dir)
     if len(token) < 16:
@@ -198,6 +238,13 @@ def create_app(run_dir: Path, token: str) -> FastAPI:
                 store.close()
 
     app = FastAPI(title="EvolveDirector blind A/B", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+
+    @app.exception_handler(RequestValidationError)
+    async def refused(_: Request, error: RequestValidationError) -> JSONResponse:
+        # FastAPI's default answer echoes the input back; name the field and the rule only.
+        detail = [{"loc": list(item.get("loc", ())), "msg": item.get("msg", "")} for item in error.errors()]
+        return JSONResponse({"detail": detail}, status_code=422)
 
     @app.middleware("http")
     async def guard(request: Request, call_next):

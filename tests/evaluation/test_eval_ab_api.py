@@ -126,3 +126,30 @@ def test_the_page_refuses_to_start_without_an_evaluation(tmp_path):
         create_app(tmp_path, new_token())
     with pytest.raises(AbError, match="16 characters"):
         create_app(tmp_path, "short")
+
+
+def test_a_large_body_is_refused_before_it_is_read_and_never_echoed(run_copy):
+    """Against a real server: a declared and a chunked (undeclared) body over the cap get 413."""
+    from evolvedirector.evaluation.ab_server import MAX_BODY_BYTES
+
+    app = create_app(run_copy, TOKEN)
+    with live_server(app) as base:
+        with httpx.Client(base_url=base, headers={"X-AB-Token": TOKEN}) as http:
+            pair = http.get("/api/next").json()["pair_id"]
+            padding = "x" * (MAX_BODY_BYTES + 1)
+            declared = http.post("/api/vote", json={"pair_id": pair, "choice": padding})
+            assert declared.status_code == 413 and padding not in declared.text
+
+            def chunks():
+                yield b'{"pair_id": "' + pair.encode() + b'", "choice": "'
+                for _ in range(64):
+                    yield b"y" * 1024
+                yield b'"}'
+
+            chunked = http.post("/api/vote", content=chunks(), headers={"content-type": "application/json"})
+            assert chunked.status_code == 413 and "yyyy" not in chunked.text
+            # Under the cap, a refused value is named by its field and not sent back.
+            small = http.post("/api/vote", json={"pair_id": pair, "choice": "z" * 1000})
+            assert small.status_code == 422 and "choice" in small.text and "z" * 1000 not in small.text
+            assert http.post("/api/vote", json={"pair_id": pair, "choice": "left"}).json()["stored"]
+    assert len(Store(run_copy / "evolve.db").votes()) == 1
