@@ -20,6 +20,7 @@ from pydantic import (
     AfterValidator, BaseModel, ConfigDict, Discriminator, Field, JsonValue, Tag, ValidationError, field_validator, model_validator,
 )
 
+from evolvedirector.credentials import check_no_secret_fields, check_url, check_variable_name, looks_like_a_key
 from evolvedirector.director import templates as director_templates
 
 
@@ -100,6 +101,8 @@ class DiffusersTeacherConfig(TeacherBase):
     default_size: WxH | None = Field(None, description="WIDTHxHEIGHT for sides not in `sizes` (None: the side)")
     call_kwargs: dict[str, JsonValue] = Field({}, description="extra pipeline arguments, e.g. clean_caption: false")
 
+    _no_secrets = field_validator("call_kwargs")(check_no_secret_fields)
+
     @field_validator("devices")
     @classmethod
     def _known_devices(cls, devices: list[str]) -> list[str]:
@@ -133,17 +136,9 @@ class RemoteTeacherBase(TeacherBase):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, url: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", url):
-            raise ValueError("base_url must start with http:// or https://")
-        return url.rstrip("/")
+        return check_url(url).rstrip("/")
 
-    @field_validator("api_key_env")
-    @classmethod
-    def _a_variable_name(cls, name: str | None) -> str | None:
-        # Refused without echoing the value: a key pasted here by mistake must not reach a log.
-        if name is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            raise ValueError("must be the NAME of an environment variable (e.g. OPENAI_API_KEY), not the key")
-        return name
+    _a_variable_name = field_validator("api_key_env")(check_variable_name)
 
 
 class OpenAITeacherConfig(RemoteTeacherBase):
@@ -165,6 +160,8 @@ class OpenAITeacherConfig(RemoteTeacherBase):
     )
     quality: str | None = None
     extra: dict[str, JsonValue] = Field({}, description="more request fields, e.g. style, moderation, background")
+
+    _no_secrets = field_validator("extra")(check_no_secret_fields)
 
 
 class QueueTeacherConfig(RemoteTeacherBase):
@@ -210,6 +207,21 @@ class QueueTeacherConfig(RemoteTeacherBase):
         if path is not None and "{request_id}" not in path:
             raise ValueError("must contain {request_id}")
         return path
+
+    @field_validator("submit_path", "status_path", "result_path")
+    @classmethod
+    def _no_credentials_in_paths(cls, path: str | None) -> str | None:
+        return None if path is None else check_url(path, full=False)
+
+    _no_secrets = field_validator("body")(check_no_secret_fields)
+
+    @field_validator("auth_prefix")
+    @classmethod
+    def _a_prefix_not_a_key(cls, prefix: str) -> str:
+        if len(prefix) > 32 or len(prefix.split()) > 1 or looks_like_a_key(prefix):
+            raise ValueError("is the scheme put before the key (like 'Bearer ' or 'Key '), not the key; "
+                             "name the key's variable in api_key_env")
+        return prefix
 
 
 def _teacher_backend(entry) -> str:
@@ -289,7 +301,8 @@ class DirectorConfig(Section):
     backoff_s: float = Field(1.0, ge=0, description="openai: wait before the first retry; doubles each retry")
     max_backoff_s: float = Field(30.0, ge=0, description="openai: longest wait between retries, a server's Retry-After included")
     extra_body: dict = Field(
-        default_factory=dict, description="openai: extra request fields (saved with the run: never put secrets here)"
+        default_factory=dict, description="openai: extra request fields (saved with the run: secret-looking fields "
+        "are refused)"
     )
     # A local transformers model.
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="local: where the model runs")
@@ -297,6 +310,8 @@ class DirectorConfig(Section):
         "auto", description="local: weights' dtype; auto is bfloat16 on a GPU, float32 on a CPU"
     )
     batch_size: int = Field(8, ge=1, description="local: requests run together in one forward pass")
+
+    _no_secrets = field_validator("extra_body")(check_no_secret_fields)
 
     @model_validator(mode="after")
     def _backend_fields(self):
@@ -309,17 +324,13 @@ class DirectorConfig(Section):
             raise ValueError("base_url and api_key_env are only used by backend 'openai'")
         if self.backend == "local" and not self.model:
             raise ValueError("backend 'local' needs model, a model folder or hub id")
-        if self.base_url is not None:
-            # The URL is saved with the run, so it must not carry credentials (they are not echoed).
-            scheme, _, rest = self.base_url.partition("://")
-            if scheme not in ("http", "https") or not rest:
-                raise ValueError("base_url must start with http:// or https://")
-            if "@" in rest.split("/", 1)[0]:
-                raise ValueError("base_url must not hold credentials; name their variable in api_key_env")
-        if self.api_key_env is not None and not re.fullmatch(r"[A-Z_][A-Z0-9_]{0,127}", self.api_key_env):
-            # Upper case only, which no real key is; never echo the value: it may be the key itself.
-            raise ValueError("api_key_env is the NAME of an environment variable in capitals (like "
-                             "OPENAI_API_KEY), not the key")
+        # Both are saved with the run: the shared check keeps credentials out (and never echoes them).
+        for name, check in (("base_url", check_url), ("api_key_env", check_variable_name)):
+            if getattr(self, name) is not None:
+                try:
+                    check(getattr(self, name))
+                except ValueError as error:
+                    raise ValueError(f"{name} {error}") from None
         return self
 
 
