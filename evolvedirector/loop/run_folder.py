@@ -20,6 +20,7 @@ import numpy as np
 
 from evolvedirector.config import RunConfig, dump_config, load_config
 from evolvedirector.store import Sample, Store, write_atomic
+from evolvedirector.store.durable import fsync_tree, rename_durably
 from evolvedirector.store.images import png_bytes
 
 
@@ -46,7 +47,8 @@ class RunFolder:
         shutil.rmtree(tmp, ignore_errors=True)
         trainer.save(tmp)
         shutil.rmtree(final, ignore_errors=True)  # left by a crash between save and commit
-        tmp.rename(final)
+        fsync_tree(tmp)  # torch and safetensors do not fsync: a power cut could commit empty files
+        rename_durably(tmp, final)
         return relative
 
     def point_latest_at(self, checkpoint: str) -> None:

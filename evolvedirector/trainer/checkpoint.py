@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from evolvedirector.store.images import write_atomic
+from evolvedirector.store.durable import fsync_tree, rename_durably, write_atomic
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"  # diffusers' file name, so `from_pretrained` reads it
 STATE = "trainer_state.pt"
@@ -92,7 +92,8 @@ def publish(tmp: Path, root: Path, name: str, keep: int = 2) -> Path:
     """Rename a finished checkpoint folder into place, point `latest` at it, prune old ones."""
     final = Path(root) / name
     shutil.rmtree(final, ignore_errors=True)  # left by a crash between rename and pointer
-    Path(tmp).rename(final)
+    fsync_tree(tmp)  # torch and safetensors do not fsync: a power cut could publish empty files
+    rename_durably(Path(tmp), final)
     write_atomic(Path(root) / POINTER, (name + "\n").encode())
     for old in sorted(Path(root).glob("step-*"))[:-keep] if keep else []:
         if old.name != name:
