@@ -69,9 +69,14 @@ def _resolve(config: RunConfig) -> RunConfig:
 def _evolve(config: RunConfig) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download weights at run time
     from evolvedirector.loop import Evolution  # heavy imports only when a run starts
+    from evolvedirector.loop.tracking import TrackerUnavailable
 
     config = _resolve(config)
-    Evolution(config, console=console).run()
+    try:
+        evolution = Evolution(config, console=console)
+    except TrackerUnavailable as error:
+        _fail(str(error))
+    evolution.run()
     console.print(f"report: {Path(config.out) / 'report.html'}")
 
 

@@ -439,6 +439,11 @@ class BudgetConfig(Section):
         return self
 
 
+# The trackers accelerate knows, but its "all": that would pick up whatever is installed, and a
+# tracker installed for another project must not start sending this run's data.
+TrackerName = Literal["tensorboard", "wandb", "comet_ml", "aim", "mlflow", "clearml", "dvclive", "swanlab", "trackio"]
+
+
 class RunConfig(Section):
     out: Path = Field(Path("runs/demo"), description="run directory; an existing one is resumed")
     seed: int = 0
@@ -455,6 +460,20 @@ class RunConfig(Section):
     train: TrainConfig = TrainConfig()
     evolve: EvolveConfig = EvolveConfig()
     budget: BudgetConfig = BudgetConfig(max_rounds=10)
+    # Experiment trackers through accelerate. Nothing is logged by default, and nothing leaves the
+    # machine unless a tracker that sends (wandb, comet_ml, ...) is named here.
+    log_with: list[TrackerName] = Field([], description=(
+        "experiment trackers, one name or a list: tensorboard writes event files under OUT/logs (offline); "
+        "wandb, comet_ml, mlflow, ... log where their own settings say; [] or null: none"))
+    log_project: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description=(
+        "the trackers' project name, also the folder under OUT/logs (None: the run folder's name)"))
+
+    @field_validator("log_with", mode="before")
+    @classmethod
+    def _one_name_or_a_list(cls, value):
+        if value is None:
+            return []
+        return [value] if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _distinct_teachers(self):

@@ -100,5 +100,6 @@ def test_the_demo_config_is_the_demo_on_cuda_for_three_rounds(tmp_path):
     config, demo = load_config(tmp_path / "demo.yaml"), load_config(demo_config_path())
     assert (config.device, config.out, config.budget.max_rounds, config.budget.max_minutes) == \
         ("cuda", tmp_path / "demo", 3, None)
-    changed = {"device", "out", "budget"}
+    assert config.log_with == [] and demo.log_with == ["tensorboard"]
+    changed = {"device", "out", "budget", "log_with"}
     assert config.model_dump(exclude=changed) == demo.model_dump(exclude=changed)

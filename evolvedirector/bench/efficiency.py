@@ -139,6 +139,7 @@ def base_config(out: Path, seed: int, settings: Settings) -> RunConfig:
     config.student.size = settings.student_size
     config.world.heldout_per_domain = settings.heldout_per_domain
     config.evolve.evaluate_every_round = False
+    config.log_with = []  # arms are compared by their results, not followed
     if settings.batch_size is not None:
         config.train.batch_size = settings.batch_size
     config.train.lr = settings.lr

@@ -118,11 +118,12 @@ def install_wheels(python: str, wheels: Path) -> Outcome:
 
 
 def write_demo_config(path: Path, out: Path) -> None:
-    """demo.yaml on CUDA for three rounds."""
+    """demo.yaml on CUDA for three rounds, without its TensorBoard logs (nothing in them is
+    CUDA's, and the machine need not carry tensorboard's wheels)."""
     import yaml  # here: it may come from the wheels, installed after this module started
 
     config = yaml.safe_load((REPOSITORY / "evolvedirector" / "configs" / "demo.yaml").read_text())
-    config.update(out=str(out), device="cuda", budget={"max_rounds": 3})
+    config.update(out=str(out), device="cuda", budget={"max_rounds": 3}, log_with=[])
     path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 

@@ -1,8 +1,8 @@
 """The evolution loop: builds a run's parts, then runs rounds until a budget is spent.
 
 `Evolution` owns the collaborators a round works with (the world, the store, the ledger and its
-teachers, the student and its trainer, the director, the run folder); the round itself is one
-function in `loop/round.py`.
+teachers, the student and its trainer, the director, the run folder, the experiment trackers); the
+round itself is one function in `loop/round.py`.
 
 Crash safety: teacher calls are recorded in the ledger as they happen (never paid twice); the
 round's edits, its checkpoint and its metrics become visible together when its row commits. A
@@ -22,7 +22,7 @@ from rich.console import Console
 from evolvedirector.config import RunConfig
 from evolvedirector.director import build_director
 from evolvedirector.evaluation.report import write_report
-from evolvedirector.loop import plan, threads
+from evolvedirector.loop import plan, threads, tracking
 from evolvedirector.loop.console import RoundSummary, print_round, progress_bar
 from evolvedirector.loop.round import run_round, seed_round
 from evolvedirector.loop.run_folder import RunFolder
@@ -35,6 +35,7 @@ from evolvedirector.worlds import build_world
 
 class Evolution:
     def __init__(self, config: RunConfig, console: Console | None = None):
+        tracking.check_installed(config.log_with)  # before anything is written
         self.config = config
         self.console = console or Console()
         self.folder = RunFolder(Path(config.out))
@@ -53,7 +54,8 @@ class Evolution:
         self.student = Student(config.student, config.world.image_size)
         # Text features (and VAE latents at full scale) are cached on disk beside the run.
         self.trainer = Trainer(self.student, config.train, seed=config.seed, device=config.device,
-                               cache_dir=self.folder.path / "features", images=self.images)
+                               cache_dir=self.folder.path / "features", images=self.images,
+                               log_with=config.log_with, logging_dir=self.folder.path / tracking.LOGS)
         # The world refuses proposals past the text encoder's token limit, so it counts with its tokenizer.
         self.world = build_world(config, buckets=self.trainer.buckets() if config.train.multi_aspect else (),
                                  text_encoder=self.student.text)
@@ -68,6 +70,7 @@ class Evolution:
         last = self.store.last_round()
         if last is not None:
             await self._resume(last)
+        self.tracking = tracking.Tracking(self.trainer, self.config, project=self.folder.path.name)
         summaries = []
         round = 0 if last is None else last + 1
         if self._stop_reason(round) is None:
@@ -86,6 +89,7 @@ class Evolution:
             write_report(self.store, self.folder.path)
             round += 1
         await self.director.aclose()
+        self.tracking.end()
         self.console.print(f"[bold]stopped[/bold]: {reason}. Run folder: {self.folder.path}", soft_wrap=True)
         return summaries
 
@@ -162,12 +166,24 @@ class Evolution:
             return [favourites[parent.domain]]
         return [parent.teacher]
 
-    def evaluate(self) -> dict[str, float]:
-        """Held-out accuracy where the world grades exactly (the shapes world); {} elsewhere."""
+    def render_validation(self) -> tuple[list[str], list[np.ndarray]]:
+        """The validation prompts drawn by the student at the run's seed, once a round: every held-out
+        prompt where the world grades them, else the first few when a tracker shows them; none when
+        neither wants them."""
+        if self.config.evolve.evaluate_every_round and self.world.graded:
+            prompts = list(self.world.heldout)
+        elif self.tracking.on:
+            prompts = list(self.world.heldout[:tracking.UNGRADED_PROMPTS])
+        else:
+            return [], []
+        return prompts, self.student.generate(prompts, seed=self.config.seed)
+
+    def evaluate(self, prompts: list[str], renders: list[np.ndarray]) -> dict[str, float]:
+        """Held-out accuracy of `render_validation`'s images where the world grades exactly (the shapes
+        world); {} elsewhere."""
         if not self.config.evolve.evaluate_every_round or not self.world.graded:
             return {}
-        prompts = self.world.heldout
-        return self.world.grade(prompts, self.student.generate(prompts, seed=self.config.seed))
+        return self.world.grade(prompts, renders)
 
     def metrics(self, accuracy: dict, loss: float | None) -> dict:
         calls, dollars = self.store.spend()

@@ -47,9 +47,11 @@ async def seed_round(run: Evolution) -> RoundSummary:
     proposals = [Proposal(p, "seed", run.world.category(p), list(run.teachers), bucket=run.world.bucket(rng))
                  for p in prompts]
     new_samples = await _buy(run, proposals, round=0, rng=rng)
-    accuracy = run.evaluate()
+    validation = run.render_validation()
+    accuracy = run.evaluate(*validation)
     run.store.commit_round(RoundRecord(round=0, started_at=started, new_samples=new_samples,
                                        metrics=run.metrics(accuracy, loss=None)))
+    run.tracking.log_round(run.store.rounds()[-1], refused=0, validation=validation)
     return run.summary(0, started, accuracy=accuracy)
 
 
@@ -133,13 +135,15 @@ async def run_round(run: Evolution, round: int) -> RoundSummary:
     new_samples = await _buy(run, proposals, round=round, rng=rng)
 
     # 5. Evaluate, checkpoint, and commit the new version of the set in one transaction.
-    accuracy = run.evaluate()
+    validation = run.render_validation()
+    accuracy = run.evaluate(*validation)
     checkpoint = run.folder.save_checkpoint(run.trainer, round)
     run.store.commit_round(RoundRecord(
         round=round, started_at=started, new_samples=new_samples, deleted_ids=deleted, verdicts=verdicts,
         refusals=refusals, train_step=run.trainer.step, checkpoint=checkpoint, metrics=run.metrics(accuracy, loss),
     ))
     run.folder.point_latest_at(checkpoint)
+    run.tracking.log_round(run.store.rounds()[-1], refused=len(refusals), validation=validation)
     return run.summary(round, started, accuracy=accuracy, loss=loss, refused=len(refusals))
 
 

@@ -13,6 +13,10 @@ the step copies its inputs from pinned memory without waiting and returns its lo
 tensor, which `_train` reads to the host every `sync_every` steps (on a CPU, where waiting costs
 nothing, every step), so the GPU runs ahead of Python.
 
+Experiment trackers (`log_with`, started by the caller with `accelerator.init_trackers`): each
+step's loss and learning rate are logged when the loss is read, at the optimizer step's number
+(1 for the first step), so a tracker costs no host sync of its own; the main process logs.
+
 Determinism, which makes resumes exact: every random draw of a step (which samples, which
 noise, which timesteps, which captions are dropped) comes from generators seeded by (seed,
 step[, rank]) alone, so the step is the whole data position. The set is agreed at each call of
@@ -22,11 +26,12 @@ same version at the same step. Only the main process writes checkpoints.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,16 +149,19 @@ def compile_student(model: torch.nn.Module, scope: str, mode: str) -> None:
 class Trainer:
     def __init__(self, student, config, *, seed: int = 0, device: str = "auto", cache_dir: Path | None = None,
                  images: ImageStore | None = None, fused_adam: bool | None = None, sync_every: int | None = None,
-                 foreach_ema: bool = True):
+                 foreach_ema: bool = True, log_with: Sequence[str] = (), logging_dir: Path | None = None):
         """`fused_adam` (None: on CUDA) and `sync_every` (None: every step on a CPU,
         SYNC_EVERY_CUDA steps on a GPU) are speed levers (see the module's docstring);
-        `foreach_ema=False` only serves to measure the foreach EMA."""
+        `foreach_ema=False` only serves to measure the foreach EMA. `log_with`: accelerate's
+        tracker names, writing local files under `logging_dir`."""
         self.student = student
         self.config = config
         self.seed = seed
         self.accelerator = Accelerator(
             cpu=device == "cpu" or (device == "auto" and not torch.cuda.is_available()),
             mixed_precision=config.mixed_precision,
+            log_with=list(log_with) or None,
+            project_dir=logging_dir,
         )
         self.fsdp = self.accelerator.distributed_type == DistributedType.FSDP
         if self.fsdp and not self.accelerator.is_fsdp2:
@@ -266,7 +274,7 @@ class Trainer:
                                      self.accelerator.num_processes, self.seed, weights=data.weights)
         self.version = data.version
         self.model.train()
-        losses = self.loss_reader(on_step)
+        losses = self.loss_reader(self._logging_steps(on_step))
         for _ in range(steps):
             # This process's slice of the step's global batch, all of one shape.
             bucket, index = sampler.local_batch(self.step, self.rank)
@@ -285,6 +293,25 @@ class Trainer:
     def loss_reader(self, on_step: Callable[[float], None] | None = None) -> LossReader:
         """How `_train` (and `bench train`) read the step losses: every `sync_every` steps."""
         return LossReader(self.sync_every, on_step)
+
+    def _logging_steps(self, on_step: Callable[[float], None] | None) -> Callable[[float], None] | None:
+        """`on_step`, after each read loss has gone to the trackers with its step's number and
+        learning rate (losses are read in step order, from the step after the current one)."""
+        if not self.accelerator.trackers:
+            return on_step
+        steps = itertools.count(self.step + 1)
+
+        def log(loss: float) -> None:
+            step = next(steps)
+            self.accelerator.log({"train/loss": loss, "train/lr": self.lr_at(step)}, step=step)
+            if on_step is not None:
+                on_step(loss)
+
+        return log
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate optimizer step `step` (1 for the first) trains with."""
+        return self.schedule.base_lrs[0] * self.schedule.lr_lambdas[0](step - 1)
 
     def optimizer_step(self, x: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         """One step on this process's slice of a batch: `x` in model space, all of one shape, one
