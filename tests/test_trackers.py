@@ -198,3 +198,17 @@ def test_the_trainer_logs_each_step_when_its_loss_is_read_in_bursts(tmp_path):
     events.Reload()
     assert scalars(events, "train/loss") == pytest.approx(dict(enumerate(read, 1)), rel=1e-6)
     assert scalars(events, "train/lr") == pytest.approx({1: 0.0, 2: 5e-4, **{s: 1e-3 for s in range(3, 10)}})
+
+
+def test_the_standalone_trainer_logs_its_steps_as_a_run_of_its_own_across_a_resume(tmp_path):
+    from evolvedirector.trainer.launch import main as launch
+    from tests.trainer.helpers import make_run
+
+    run = make_run(tmp_path / "run")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump({**config, "log_with": ["tensorboard"]}))
+    launch([str(run), "--steps", "6", "--chunk", "2", "--stop-after", "4"])
+    launch([str(run), "--steps", "6", "--chunk", "2"])
+    events = read_events(run, project="run-trainer")
+    assert list(scalars(events, "train/loss")) == [1, 2, 3, 4, 5, 6]
+    assert scalars(events, "train/lr") == pytest.approx({1: 0.0, 2: 5e-4, 3: 1e-3, 4: 1e-3, 5: 1e-3, 6: 1e-3})

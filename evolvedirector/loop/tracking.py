@@ -62,6 +62,12 @@ def hparams(config: RunConfig) -> dict[str, str | int | float | bool | None]:
     return flat
 
 
+def start(accelerator, config: RunConfig, project: str, step: int) -> None:
+    """Start the accelerator's trackers for a run whose last committed step is `step`: TensorBoard
+    hides the later events an interrupted run left, which this one logs again."""
+    accelerator.init_trackers(project, config=hparams(config), init_kwargs={"tensorboard": {"purge_step": step + 1}})
+
+
 def tile(images: list[np.ndarray], columns: int = GRID_COLUMNS, gap: int = 2) -> np.ndarray:
     """Square images of one size in rows of `columns`, in reading order, on a grey background."""
     side, channels = images[0].shape[0], images[0].shape[2]
@@ -92,12 +98,8 @@ class Tracking:
     def __init__(self, trainer, config: RunConfig, project: str):
         self.accelerator = trainer.accelerator
         self.on = bool(config.log_with)
-        if not self.on:
-            return
-        # A run (re)starts after its last committed step: TensorBoard hides the later events an
-        # interrupted round left, which this run logs again.
-        self.accelerator.init_trackers(config.log_project or project, config=hparams(config),
-                                       init_kwargs={"tensorboard": {"purge_step": trainer.step + 1}})
+        if self.on:
+            start(self.accelerator, config, config.log_project or project, trainer.step)
 
     def log_round(self, row: dict, refused: int, validation: tuple[list[str], list[np.ndarray]]) -> None:
         """A committed round: its row in the store, its refused proposals, and its validation

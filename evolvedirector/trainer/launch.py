@@ -8,7 +8,9 @@ boundaries, every `train.steps_per_round` steps: chunk k trains on version min(k
 round). On a finished run that retraces the set's history as the loop trained on it; beside a
 live loop it follows the newest committed version. After every chunk the main process writes a
 checkpoint into RUN_DIR/trainer/ and points `latest` at it; the same command run again resumes
-there, with the same batches, noise and set versions as an uninterrupted run.
+there, with the same batches, noise and set versions as an uninterrupted run. With `log_with` in
+the run's config, each step's loss and learning rate go to the trackers as a run of their own
+(TensorBoard: RUN_DIR/logs/PROJECT-trainer/).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from evolvedirector.config import load_config
+    from evolvedirector.loop import tracking
     from evolvedirector.store import ImageStore, Store
     from evolvedirector.student import Student
     from evolvedirector.trainer.trainer import Trainer
@@ -53,13 +56,22 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)  # the same initial student on every process
     student = Student(config.student, config.world.image_size)
+    try:
+        tracking.check_installed(config.log_with)
+    except tracking.TrackerUnavailable as error:
+        raise SystemExit(f"error: {error}") from None
     trainer = Trainer(student, config.train, seed=config.seed, device=config.device,
-                      cache_dir=run_dir / "features", images=ImageStore(run_dir / "images"))
+                      cache_dir=run_dir / "features", images=ImageStore(run_dir / "images"),
+                      log_with=config.log_with, logging_dir=run_dir / tracking.LOGS)
     if args.batch_log is not None:
         trainer.batch_log = []
     store = Store(run_dir / "evolve.db") if trainer.is_main else None  # one reader; the rest are told
     if trainer.resume(out) and trainer.is_main:
         print(f"resumed from {out / 'latest'}: step {trainer.step}", flush=True)
+    if config.log_with:
+        # A run of its own beside the loop's (it retraces the set's history from step 0): loss and
+        # learning rate per step, the main process logging.
+        tracking.start(trainer.accelerator, config, f"{config.log_project or run_dir.name}-trainer", trainer.step)
 
     started = trainer.step
     while trainer.step < args.steps:
