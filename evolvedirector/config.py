@@ -12,6 +12,7 @@ Unknown fields are errors: a typo in a config file should stop the run, not be i
 from __future__ import annotations
 
 import re
+import typing
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
@@ -34,7 +35,20 @@ WxH = Annotated[str, AfterValidator(_w_by_h)]  # an image size as teachers' APIs
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # No inf or nan (`max_minutes: .inf` would never end a run), and no true/false for a number:
+    # pydantic's lax mode takes `batch_size: true` as 1.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value, info):
+        annotation = cls.model_fields[info.field_name].annotation
+        numeric = annotation in (int, float) or (
+            typing.get_origin(annotation) in (Union, getattr(typing, "UnionType", Union), type(int | None))
+            and any(arg in (int, float) for arg in typing.get_args(annotation)))
+        if isinstance(value, bool) and numeric:
+            raise ValueError(f"expected a number, got {str(value).lower()}")
+        return value
 
 
 class WorldConfig(Section):
@@ -44,11 +58,11 @@ class WorldConfig(Section):
         "shapes", description="shapes: the embedded world of WORLD.md; prompts: the open world of a prompt file"
     )
     image_size: int = Field(
-        32, ge=32, description="the student's image side in pixels (the base of the aspect buckets); the shapes "
+        32, ge=32, le=4096, description="the student's image side in pixels (the base of the aspect buckets); the shapes "
         "world needs >= 32 for text and counts to be legible"
     )
     heldout_per_domain: int = Field(10, ge=1, description="shapes: held-out evaluation prompts per domain")
-    heldout_seed: int = Field(1234, description="the draw of the held-out prompts")
+    heldout_seed: int = Field(1234, ge=0, lt=2**32, description="the draw of the held-out prompts")
     # The open world (name: prompts).
     prompts: Path | None = Field(
         None, description="prompts: a .txt (one per line), .tsv/.csv (header with a `prompt` column, optional "
@@ -369,7 +383,7 @@ class StudentConfig(Section):
 
 
 class TrainConfig(Section):
-    batch_size: int = Field(32, ge=1, description="samples per process per step (the global batch is this x processes)")
+    batch_size: int = Field(32, ge=1, le=65536, description="samples per process per step (the global batch is this x processes)")
     lr: float = Field(2e-5, gt=0)
     weight_decay: float = Field(0.03, ge=0)
     adam_eps: float = Field(1e-10, gt=0)
@@ -446,7 +460,7 @@ TrackerName = Literal["tensorboard", "wandb", "comet_ml", "aim", "mlflow", "clea
 
 class RunConfig(Section):
     out: Path = Field(Path("runs/demo"), description="run directory; an existing one is resumed")
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32, description="every random draw of the run (student, director, teachers)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, ge=1, description=(
         "torch CPU threads (None: before each round's training, all of torch's, half or one, whichever "
@@ -511,14 +525,38 @@ def parse_config(data: dict, source: str = "<config>") -> RunConfig:
         raise ConfigError(format_validation_error(error, source)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: Path, overrides: dict | None = None) -> RunConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {error.start} is not): is it a YAML file?") from None
+    if not text.strip():
+        # An empty file would run every default, into the default `out` folder.
+        raise ConfigError(f"config file {path} is empty; start from evolvedirector/configs/demo.yaml")
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.MarkedYAMLError as error:
+        where = f", line {error.problem_mark.line + 1}" if error.problem_mark else ""
+        raise ConfigError(f"config file {path}{where} is not valid YAML: {error.problem}") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(error).split())}") from None
     if overrides:
         data = {**data, **overrides}
     return parse_config(data, str(path))

@@ -24,6 +24,14 @@ def test_paper_defaults():
     ({"budget": {"max_rounds": None}}, "budget", "set at least one of"),
     ({"teachers": [{"name": "atlas"}, {"name": "atlas"}]}, "(top level)", "teacher names must be distinct"),
     ({"world": {"image_size": 16}}, "world.image_size", "greater than or equal to 32"),
+    # Values that once passed and failed later (a traceback) or silently did something else.
+    ({"world": {"image_size": 10**6}}, "world.image_size", "less than or equal to 4096"),
+    ({"train": {"batch_size": 10**9}}, "train.batch_size", "less than or equal to 65536"),
+    ({"train": {"batch_size": True}}, "train.batch_size", "expected a number, got true"),
+    ({"budget": {"max_minutes": float("inf")}}, "budget.max_minutes", "finite number"),
+    ({"student": {"guidance": float("nan")}}, "student.guidance", "finite number"),
+    ({"seed": 2**70}, "seed", "less than 4294967296"),
+    ({"seed": -1}, "seed", "greater than or equal to 0"),
 ])
 def test_bad_config_names_the_field_and_the_reason(data, field, reason):
     with pytest.raises(ConfigError) as error:
@@ -43,6 +51,18 @@ def test_config_file_errors(tmp_path):
     listing.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_config(listing)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\x00\x01binary\xff\xfe")
+    with pytest.raises(ConfigError, match="binary.yaml is not UTF-8 text"):
+        load_config(binary)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("\n  \n")  # would otherwise run every default into the default folder
+    with pytest.raises(ConfigError, match="empty.yaml is empty"):
+        load_config(empty)
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("seed: 1\ntrain:\n  lr: 0.1\n  lr: 0.2\n")
+    with pytest.raises(ConfigError, match="twice.yaml, line 4 is not valid YAML: the key 'lr' is given twice"):
+        load_config(twice)
 
 
 def test_resolved_config_round_trips(tmp_path):
