@@ -24,6 +24,9 @@ import evolvedirector.bench.threads  # noqa: F401  (registers `bench threads`)
 import evolvedirector.bench.train  # noqa: F401  (registers `bench train`)
 from evolvedirector.bench import bench_app
 from evolvedirector.config import ConfigError, RunConfig, demo_config_path, load_config
+from evolvedirector.loop.run_folder import RunFolderError
+from evolvedirector.loop.run_lock import RunLock
+from evolvedirector.loop.run_safety import check_run_folder, saved_config
 
 app = typer.Typer(
     help=(
@@ -49,16 +52,14 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
-def _run_config_path(run_dir: Path) -> Path:
-    return Path(run_dir) / "config.yaml"
-
-
 def _resolve(config: RunConfig) -> RunConfig:
     """An existing run resumes with its own saved config; only the budget may be raised."""
-    saved = _run_config_path(config.out)
-    if not saved.exists():
+    try:
+        previous = saved_config(config.out)
+    except RunFolderError as error:
+        _fail(str(error))
+    if previous is None:
         return config
-    previous = load_config(saved, overrides={"out": str(config.out)})
     if previous.model_dump(exclude={"budget"}) != config.model_dump(exclude={"budget"}):
         console.print(f"[yellow]note:[/yellow] {config.out} exists; resuming with its saved config.yaml "
                       "(only the budget is taken from this command)")
@@ -74,7 +75,7 @@ def _evolve(config: RunConfig) -> None:
     config = _resolve(config)
     try:
         evolution = Evolution(config, console=console)
-    except TrackerUnavailable as error:
+    except (TrackerUnavailable, RunFolderError) as error:
         _fail(str(error))
     evolution.run()
     console.print(f"report: {Path(config.out) / 'report.html'}")
@@ -125,6 +126,10 @@ def _open_store(run_dir: Path):
     return Store(Path(run_dir) / "evolve.db")
 
 
+    try:
+        check_run_folder(run_dir)  # damaged, foreign or emptied: refused, never read as a new run
+    except RunFolderError as error:
+        _fail(str(error))
 @app.command()
 def status(run_dir: Path = typer.Argument(..., help="a run folder")) -> None:
     """Rounds, set size by category, verdicts, refused proposals by reason, teacher calls and
@@ -304,8 +309,9 @@ def eval_command(
         inception=inception, max_new_calls=max_calls, max_new_dollars=max_dollars,
     )
     try:
-        run_eval(run_dir, options, console=console)
-    except (EvalError, InceptionUnavailable, ConfigError) as error:
+        with RunLock(run_dir):  # it buys through the run's ledger: no loop may take its calls for a crash's
+            run_eval(run_dir, options, console=console)
+    except (EvalError, InceptionUnavailable, ConfigError, RunFolderError) as error:
         _fail(str(error))
 
 

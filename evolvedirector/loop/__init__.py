@@ -1,10 +1,23 @@
 """The evolution loop: the single coordinator that trains, asks the director, and writes the store.
 
 `evolve.py` builds a run and runs its rounds; `round.py` is one round, written out; `acquire.py`
-buys teacher images; `run_folder.py` writes checkpoints and grids; `console.py` shows progress.
+buys teacher images; `run_folder.py` writes checkpoints and grids; `run_lock.py` keeps one writer
+per run folder; `run_safety.py` refuses damaged folders and tidies a killed run's leftovers;
+`console.py` shows progress.
 """
 
-from evolvedirector.loop.console import RoundSummary
-from evolvedirector.loop.evolve import Evolution
-
 __all__ = ["Evolution", "RoundSummary"]
+
+
+def __getattr__(name: str):
+    # Imported on first use: the run folder's checks serve light commands (`status`) that must
+    # not wait for torch.
+    if name == "Evolution":
+        from evolvedirector.loop.evolve import Evolution
+
+        return Evolution
+    if name == "RoundSummary":
+        from evolvedirector.loop.console import RoundSummary
+
+        return RoundSummary
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,11 +22,12 @@ from rich.console import Console
 from evolvedirector.config import RunConfig
 from evolvedirector.director import build_director
 from evolvedirector.evaluation.report import write_report
-from evolvedirector.loop import plan, threads, tracking
+from evolvedirector.loop import plan, run_safety, threads, tracking
 from evolvedirector.loop.console import RoundSummary, print_round, progress_bar
 from evolvedirector.loop.round import run_round, seed_round
 from evolvedirector.loop.run_folder import RunFolder
 from evolvedirector.store import ImageStore, Sample, Store
+from evolvedirector.loop.run_lock import RunLock
 from evolvedirector.student import Student
 from evolvedirector.teachers import Ledger, build_teacher
 from evolvedirector.trainer import Trainer
@@ -39,9 +40,8 @@ class Evolution:
         self.config = config
         self.console = console or Console()
         self.folder = RunFolder(Path(config.out))
-        self.folder.save_config(config)
-        self.store = Store(self.folder.path / "evolve.db")
-        self.images = ImageStore(self.folder.path / "images")
+        self.lock = RunLock(self.folder.path).acquire()  # one writer per run folder, until run() ends
+        self.store, self.images = self._open_run_folder()
         self.teachers = {t.name: build_teacher(t) for t in config.teachers}
         self.ledger = Ledger(
             self.store, self.images, max_calls=config.budget.max_teacher_calls, max_dollars=config.budget.max_dollars
@@ -63,8 +63,30 @@ class Evolution:
 
     # -- the run ------------------------------------------------------------------------------
 
+    def _open_run_folder(self) -> tuple[Store, ImageStore]:
+        """Refuse a damaged, foreign or emptied folder, then tidy what a killed run left
+        (loop/run_safety.py)."""
+        store = None
+        try:
+            run_safety.check_run_folder(self.folder.path)
+            self.folder.save_config(self.config)
+            store = Store(self.folder.path / "evolve.db")
+            images = ImageStore(self.folder.path / "images")
+            run_safety.check_store_needs(self.folder.path, store, images)
+        except BaseException:
+            if store is not None:
+                store.close()
+            self.lock.release()
+            raise
+        for done in run_safety.tidy_leftovers(self.folder, store):
+            self.console.print(f"note: {done}", highlight=False)
+        return store, images
+
     def run(self) -> list[RoundSummary]:
-        return asyncio.run(self._run())
+        try:
+            return asyncio.run(self._run())
+        finally:
+            self.lock.release()
 
     async def _run(self) -> list[RoundSummary]:
         last = self.store.last_round()

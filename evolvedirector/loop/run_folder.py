@@ -28,6 +28,11 @@ class NoStudentYet(ValueError):
     """The run has not finished a round after its seed set, so there is no trained student."""
 
 
+class RunFolderError(ValueError):
+    """A run folder that must not be written: in use, damaged, foreign or emptied (one line, naming
+    the file and what to do)."""
+
+
 class RunFolder:
     def __init__(self, path: Path):
         self.path = Path(path)

@@ -17,6 +17,9 @@ These tables tell the whole story of a run:
   request id is written into the row as soon as the API returns it, before polling, so a resumed
   run polls that id instead of paying for a new job. `billed` says whether the row counts as
   spend: pending and done calls do, failed ones only when the provider billed them anyway.
+  Earlier attempts under the same key count too, at `price` each: `remade`, calls in flight when
+  a run died that were made again on resume (possibly billed: the provider may have finished
+  them), and `rebought`, images whose files were lost and that were bought again (billed).
 - `teacher_faults`: how many faults of each kind (429, 5xx, timeout, ...) each teacher met.
 - `ab_votes`: blind human preferences from the A/B page (`evolvedirector ab`): for one prompt,
   the student's image against one teacher's, which side the student was shown on, and the choice.
@@ -129,6 +132,9 @@ CREATE TABLE IF NOT EXISTS ab_votes (
 ADDED_COLUMNS = (
     ("samples", "bucket", "TEXT"),  # height x width, e.g. 768x1344; NULL: the square image size
     ("teacher_calls", "bucket", "TEXT"),
+    ("teacher_calls", "price", "REAL"),  # dollars per attempt; NULL in rows older than the column
+    ("teacher_calls", "remade", "INTEGER NOT NULL DEFAULT 0"),
+    ("teacher_calls", "rebought", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 
@@ -282,6 +288,12 @@ class Store:
         """Every sample ever added, deleted ones included, in id order (for the report's lineage)."""
         return [Sample(**dict(row)) for row in self.conn.execute("SELECT * FROM samples ORDER BY id")]
 
+    def samples_added_up_to(self, at_round: int) -> list[Sample]:
+        """Every sample added in rounds 0..at_round, deleted or not (as stored now: a later
+        deletion shows in round_deleted), in id order."""
+        rows = self.conn.execute("SELECT * FROM samples WHERE round_added <= ? ORDER BY id", (at_round,))
+        return [Sample(**dict(row)) for row in rows]
+
     def all_verdicts(self) -> list[dict]:
         return [dict(row) for row in self.conn.execute("SELECT * FROM verdicts ORDER BY id")]
 
@@ -394,6 +406,23 @@ class Store:
         """(calls, dollars) committed so far. Pending calls count: they may have been paid."""
         return ledger_spend(self.conn)
 
+    def possibly_billed(self) -> tuple[int, float]:
+        """(calls, dollars) of `spend` that a provider may not have billed: calls in flight when a
+        run died, made again on resume (a provider that deduplicates by key bills them once)."""
+        calls, dollars = self.conn.execute(
+            "SELECT COALESCE(SUM(remade), 0), COALESCE(SUM(remade * COALESCE(price, 0)), 0) FROM teacher_calls"
+        ).fetchone()
+        return calls, dollars
+
+    def spend_by_teacher(self) -> list[dict]:
+        """Per teacher: calls done, pending and failed, dollars spent and dollars possibly billed."""
+        rows = self.conn.execute(
+            f"SELECT teacher, SUM(status = 'done') AS done, SUM(status = 'pending') AS pending,"
+            f" SUM(status = 'failed') AS failed, {_DOLLARS} AS dollars,"
+            f" SUM(remade * COALESCE(price, 0)) AS possibly_billed FROM teacher_calls GROUP BY teacher ORDER BY teacher"
+        )
+        return [dict(row) for row in rows]
+
     def reserve_call(
         self, *, key: str, teacher: str, prompt: str, seed: int, size: int, cost: float, round: int,
         max_calls: int | None, max_dollars: float | None, bucket: tuple[int, int] | None = None,
@@ -441,12 +470,26 @@ class Store:
 # -- ledger writes, over any connection, inside a transaction the caller holds -----------------
 
 
+# Dollars of a group of rows: each billed row's cost, and every earlier attempt at its price.
+_DOLLARS = "COALESCE(SUM(CASE WHEN billed = 1 THEN cost ELSE 0 END + (remade + rebought) * COALESCE(price, 0)), 0)"
+
+
 def ledger_spend(conn: sqlite3.Connection) -> tuple[int, float]:
-    """(calls, dollars) that count against the budget: pending, done, and billed failures."""
+    """(calls, dollars) that count against the budget: pending, done, and billed failures, and
+    every earlier attempt under their keys (made again after a crash, or bought again)."""
     calls, dollars = conn.execute(
-        "SELECT COUNT(*), COALESCE(SUM(cost), 0) FROM teacher_calls WHERE billed = 1"
+        f"SELECT COALESCE(SUM(billed + remade + rebought), 0), {_DOLLARS} FROM teacher_calls"
     ).fetchone()
     return calls, dollars
+
+
+def _check_budget(conn: sqlite3.Connection, cost: float, max_calls: int | None, max_dollars: float | None) -> None:
+    """Raise BudgetExceeded if one more call at `cost` would pass a cap."""
+    calls, dollars = ledger_spend(conn)
+    if max_calls is not None and calls + 1 > max_calls:
+        raise BudgetExceeded(f"teacher-call budget of {max_calls} calls is spent")
+    if max_dollars is not None and dollars + cost > max_dollars + 1e-9:
+        raise BudgetExceeded(f"budget of ${max_dollars:.2f} is spent (${dollars:.2f} used)")
 
 
 def ledger_reserve(
@@ -458,15 +501,37 @@ def ledger_reserve(
     The caller's transaction is immediate (it holds the write lock), so the budget check and the
     insert see no other writer in between: two reservations can never both squeeze under the cap.
     """
-    calls, dollars = ledger_spend(conn)
-    if max_calls is not None and calls + 1 > max_calls:
-        raise BudgetExceeded(f"teacher-call budget of {max_calls} calls is spent")
-    if max_dollars is not None and dollars + cost > max_dollars + 1e-9:
-        raise BudgetExceeded(f"budget of ${max_dollars:.2f} is spent (${dollars:.2f} used)")
+    _check_budget(conn, cost, max_calls, max_dollars)
     conn.execute(
-        "INSERT INTO teacher_calls (key, teacher, prompt, seed, size, bucket, status, cost, round, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
-        (key, teacher, prompt, seed, size, bucket_text(bucket), cost, round, time.time()),
+        "INSERT INTO teacher_calls (key, teacher, prompt, seed, size, bucket, status, cost, price, round, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
+        (key, teacher, prompt, seed, size, bucket_text(bucket), cost, cost, round, time.time()),
+    )
+
+
+def ledger_remake(
+    conn: sqlite3.Connection, key: str, *, cost: float, max_calls: int | None, max_dollars: float | None,
+) -> None:
+    """Count a pending call's lost attempt (in flight when a run died) before it is made again:
+    the provider may have billed it, so it stays in the spend beside the new attempt."""
+    _check_budget(conn, cost, max_calls, max_dollars)
+    conn.execute(
+        "UPDATE teacher_calls SET remade = remade + 1, price = COALESCE(price, ?) WHERE key = ? AND status = 'pending'",
+        (cost, key),
+    )
+
+
+def ledger_rebuy(
+    conn: sqlite3.Connection, key: str, *, cost: float, max_calls: int | None, max_dollars: float | None,
+) -> None:
+    """Reopen a done call whose image file is gone, to buy it again: the lost purchase stays in
+    the spend (`rebought`) and the new one is pending at its full price."""
+    _check_budget(conn, cost, max_calls, max_dollars)
+    conn.execute(
+        "UPDATE teacher_calls SET rebought = rebought + 1, price = COALESCE(price, cost), status = 'pending',"
+        " cost = ?, billed = 1, image_hash = NULL, error = NULL, finished_at = NULL, request_id = NULL"
+        " WHERE key = ? AND status = 'done'",
+        (cost, key),
     )
 
 

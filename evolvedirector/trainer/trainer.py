@@ -154,6 +154,9 @@ class Trainer:
         SYNC_EVERY_CUDA steps on a GPU) are speed levers (see the module's docstring);
         `foreach_ema=False` only serves to measure the foreach EMA. `log_with`: accelerate's
         tracker names, writing local files under `logging_dir`."""
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device: cuda was asked for, but torch sees no CUDA GPU (torch.cuda.is_available() is "
+                             "False); set device: auto or cpu")
         self.student = student
         self.config = config
         self.seed = seed

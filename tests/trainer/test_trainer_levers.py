@@ -168,3 +168,10 @@ def test_compile_scopes_and_a_model_without_blocks():
         compile_student(torch.nn.Linear(2, 2), "blocks", "default")
     with pytest.raises(ValueError, match="compile"):
         TrainConfig(compile="everything")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a CUDA GPU")
+def test_device_cuda_without_a_gpu_is_refused_not_run_on_the_cpu():
+    student = Student(StudentConfig(size="tiny"), 32, text_encoder=RandomCaptions(16, 384))
+    with pytest.raises(ValueError, match="device: cuda was asked for, but torch sees no CUDA GPU"):
+        Trainer(student, TrainConfig(batch_size=4), device="cuda")
