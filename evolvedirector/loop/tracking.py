@@ -48,7 +48,6 @@ def hparams(config: RunConfig) -> dict[str, str | int | float | bool | None]:
     (`train.lr`; lists as JSON)."""
     import yaml
 
-    # Read back from the YAML text config.yaml is written as, so the trackers get exactly what it holds.
     flat: dict = {}
 
     def walk(prefix: str, value) -> None:
@@ -58,7 +57,7 @@ def hparams(config: RunConfig) -> dict[str, str | int | float | bool | None]:
         else:
             flat[prefix] = json.dumps(value) if isinstance(value, list) else value
 
-    walk("", yaml.safe_load(dump_config(config)))
+    walk("", yaml.safe_load(dump_config(config)))  # the very text config.yaml holds, read back
     return flat
 
 
