@@ -152,14 +152,15 @@ def status(run_dir: Path = typer.Argument(..., help="a run folder")) -> None:
     if refusals:
         console.print(f"proposals refused: {sum(sum(ops.values()) for ops in refusals.values())} (" + "; ".join(
             f"{reason} {sum(ops.values())}" for reason, ops in refusals.items()) + ")", highlight=False)
-    calls, dollars = store.spend()
-    console.print(f"teacher calls: {calls}, spend: ${dollars:.2f}")
-    table = Table("teacher", "done", "pending", "failed", "spend $")
-    for row in store.conn.execute(
-        "SELECT teacher, SUM(status='done') AS done, SUM(status='pending') AS pending,"
-        " SUM(status='failed') AS failed, SUM(cost) AS dollars FROM teacher_calls GROUP BY teacher ORDER BY teacher"
-    ):
-        table.add_row(row["teacher"], str(row["done"]), str(row["pending"]), str(row["failed"]), f"{row['dollars']:.2f}")
+    from evolvedirector.teachers.ledger import describe_spend
+
+    console.print(f"teacher calls: {store.spend()[0]}, spend: {describe_spend(store)}", highlight=False)
+    by_teacher = store.spend_by_teacher()
+    possibly = any(row["possibly_billed"] for row in by_teacher)
+    table = Table("teacher", "done", "pending", "failed", "spend $", *(["possibly billed $"] if possibly else []))
+    for row in by_teacher:
+        table.add_row(row["teacher"], str(row["done"]), str(row["pending"]), str(row["failed"]),
+                      f"{row['dollars']:.2f}", *([f"{row['possibly_billed']:.2f}"] if possibly else []))
     console.print(table)
     faults = store.fault_counts()
     if faults:

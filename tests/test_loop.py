@@ -34,12 +34,15 @@ def tiny_config(out: Path, **budget) -> dict:
 def check_run_invariants(store: Store, images_root: Path) -> None:
     rounds = [r["round"] for r in store.rounds()]
     assert rounds == list(range(len(rounds)))
-    # Every paid call is finished, once, with its image on disk; spend is the sum of their prices.
+    # Every paid call is finished, once, with its image on disk; spend is the sum of their prices,
+    # and of the calls a killed run left in flight (made again on resume: possibly billed twice).
     calls = store.conn.execute("SELECT * FROM teacher_calls").fetchall()
     assert all(c["status"] == "done" for c in calls)
     assert all((images_root / c["image_hash"][:2] / f"{c['image_hash']}.png").exists() for c in calls)
     prices = {"atlas": 0.04, "quill": 0.06, "tally": 0.03}
-    assert store.spend()[1] == pytest.approx(sum(prices[c["teacher"]] for c in calls))
+    in_flight = sum(prices[c["teacher"]] * c["remade"] for c in calls)
+    assert store.possibly_billed()[1] == pytest.approx(in_flight)
+    assert store.spend()[1] == pytest.approx(sum(prices[c["teacher"]] for c in calls) + in_flight)
     # Every training sample's image is one that was bought from its teacher.
     bought = {(c["teacher"], c["prompt"], c["image_hash"]) for c in calls}
     for s in store.conn.execute("SELECT * FROM samples"):

@@ -90,11 +90,8 @@ async def buy_teacher_images(
     from evolvedirector.teachers import ImageRequest, Ledger, build_teacher
 
     calls, dollars = store.spend()
-    ledger = Ledger(
-        store, images,
-        max_calls=None if options.max_new_calls is None else calls + options.max_new_calls,
-        max_dollars=None if options.max_new_dollars is None else dollars + options.max_new_dollars,
-    )
+    ledger = Ledger.for_run(store, images, config.budget, max_new_calls=options.max_new_calls,
+                            max_new_dollars=options.max_new_dollars)
     teachers = [build_teacher(t) for t in config.teachers]
     size = config.world.image_size
     # A training prompt is asked at the bucket it was bought at (`buckets`), so its key is the
@@ -114,6 +111,8 @@ async def buy_teacher_images(
                 counts["reused"] += 1
             else:
                 counts["new"] += 1
+    if ledger.exhausted:  # the run's budget, or this evaluation's own cap, is spent
+        counts["budget"] = next(p.error for ps in bought for p in ps if p.error and "budget" in p.error)
     calls_after, dollars_after = store.spend()
     counts["new_calls"] = calls_after - calls
     counts["new_dollars"] = round_money(dollars_after - dollars)
@@ -185,6 +184,10 @@ def _run_eval(run_dir, config, store, options, console, inception) -> dict:
     )
     console.print(f"teacher images: {purchases['reused']} reused, {purchases['new']} bought "
                   f"(${purchases['new_dollars']:.2f}), {purchases['missing']} missing", highlight=False)
+    if "budget" in purchases:
+        console.print(f"[yellow]not bought: {purchases['budget']} (the run's budget.max_dollars and "
+                      "budget.max_teacher_calls cover eval's purchases too; --max-calls / --max-dollars "
+                      "only lower them)[/yellow]", highlight=False)
     teacher_images = {
         name: [images.get(h) if h else None for h in hashes] for name, hashes in teacher_hashes.items()
     }

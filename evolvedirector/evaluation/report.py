@@ -34,6 +34,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from evolvedirector.evaluation.lineage import LineageIndex, Step, describe_verdict  # noqa: E402
 from evolvedirector.evaluation.stats import OUTCOMES, format_rate, outcome_rates  # noqa: E402
 from evolvedirector.store import Sample, Store, write_atomic  # noqa: E402
+from evolvedirector.teachers.ledger import describe_spend  # noqa: E402
 
 HASH = re.compile(r"[0-9a-f]{64}")
 EMBED_LIMIT = 64 * 1024  # larger images are linked, not embedded
@@ -177,7 +178,7 @@ class _Images:
         return Raw(f'<img class="{css}" src="{html.escape(source)}" title="{label}" alt="{label}"{lazy}>')
 
 
-def _rounds_section(rounds: list[dict], refused: dict[int, int]) -> str:
+def _rounds_section(rounds: list[dict], refused: dict[int, int], spend: str) -> str:
     rows = []
     columns = accuracy_columns(rounds)
     previous_calls, previous_dollars = 0, 0.0
@@ -195,7 +196,7 @@ def _rounds_section(rounds: list[dict], refused: dict[int, int]) -> str:
         ["round", "set", "added", "deleted", "mutated", "refused", "judged", "teacher-win", "calls", "spend $",
          "calls total", "spend $ total", "step", *columns], rows,
     ) + ('<p class="note">Calls and spend of a round include teacher images bought by evaluations '
-         "made since the round before.</p>")
+         "made since the round before.</p>") + f"<p>Teacher spend so far: {html.escape(spend)}.</p>"
 
 
 def _categories_section(samples: Iterable[Sample], refusals: list[dict]) -> str:
@@ -431,7 +432,7 @@ def write_report(store: Store, run_dir: Path) -> Path:
 <style>{STYLE}</style></head><body>
 <h1>EvolveDirector run: {name}</h1>
 <img src="data:image/png;base64,{plot}" alt="series per round">
-{_rounds_section(rounds, refused_per_round)}
+{_rounds_section(rounds, refused_per_round, describe_spend(store))}
 {evaluation}
 {_categories_section(index.samples.values(), refusals)}
 {_selection_section(store)}

@@ -30,6 +30,7 @@ from evolvedirector.store import ImageStore, Sample, Store
 from evolvedirector.loop.run_lock import RunLock
 from evolvedirector.student import Student
 from evolvedirector.teachers import Ledger, build_teacher
+from evolvedirector.teachers.ledger import describe_spend
 from evolvedirector.trainer import Trainer
 from evolvedirector.worlds import build_world
 
@@ -43,9 +44,7 @@ class Evolution:
         self.lock = RunLock(self.folder.path).acquire()  # one writer per run folder, until run() ends
         self.store, self.images = self._open_run_folder()
         self.teachers = {t.name: build_teacher(t) for t in config.teachers}
-        self.ledger = Ledger(
-            self.store, self.images, max_calls=config.budget.max_teacher_calls, max_dollars=config.budget.max_dollars
-        )
+        self.ledger = Ledger.for_run(self.store, self.images, config.budget)
         if config.threads:
             torch.set_num_threads(config.threads)
         self.available_threads = torch.get_num_threads()  # torch's default: the cores it may use
@@ -146,10 +145,9 @@ class Evolution:
         settled = await self.ledger.settle_pending(self.teachers)
         if settled:
             self.console.print(f"finished {settled} teacher calls left pending by the interrupted run")
-        calls, dollars = self.store.spend()
         self.console.print(
             f"resuming {self.folder.path} after round {last}: {len(self.store.active_samples())} samples, "
-            f"step {self.trainer.step}, {calls} teacher calls, ${dollars:.2f}"
+            f"step {self.trainer.step}, {self.store.spend()[0]} teacher calls, {describe_spend(self.store)}"
         )
 
     # -- what a round asks of the run ------------------------------------------------------------

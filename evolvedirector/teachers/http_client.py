@@ -27,6 +27,9 @@ from evolvedirector.teachers.ratelimit import RateLimiter
 log = logging.getLogger(__name__)
 
 CONNECTIONS_PER_CLIENT = 16
+# Sent with the ledger's key on every request that makes an image; a provider that deduplicates
+# by it bills a call made again (after a crash, or a retry) once. Others ignore it.
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 class HttpTeacher(Teacher):

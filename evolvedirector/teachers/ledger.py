@@ -1,13 +1,19 @@
 """Every teacher call goes through the ledger: bought once, paid once, within budget.
 
 For each request the ledger looks up its idempotency key in the store:
-- `done`: the image was paid for already (this run, or before a crash): reuse it, free.
+- `done`: the image was paid for already (this run, or before a crash): reuse it, free. If its
+  file is gone, it is bought again at its price, and the lost purchase stays in the spend.
 - `failed`: the call failed for good (a refusal, a job the API failed, faults past every retry):
   not made again, so a refused prompt is never paid for or retried forever.
 - `pending`: a call was reserved but its result never recorded (a crash mid-call, or a queued
-  job that polling gave up on): finish it under the same key, without charging the budget a
-  second time; a queue API's job is collected by its stored request id, never submitted again.
+  job that polling gave up on). A queue API's job is collected by its stored request id, never
+  submitted again. Without one, the call is made again; the lost attempt may have been billed,
+  so it stays in the spend as possibly billed (`Store.possibly_billed`), beside the new one.
 - absent: reserve it (budget checked and the row written in one transaction), then call.
+
+The provider gets the key too (`CallContext.key`, an Idempotency-Key header over HTTP): one that
+deduplicates by it bills a call made again after a crash once. A rebuy of a lost image sends the
+key with its purchase number, since the provider must make that image anew.
 
 Concurrency: at most `teacher.concurrency` calls of a teacher in flight (the ledger's
 `concurrency` for teachers that set none), and one call per key at a time: a key asked for twice
@@ -31,7 +37,8 @@ from functools import partial
 
 from evolvedirector.store import BudgetExceeded, ImageStore, Store
 from evolvedirector.store.db import (
-    ledger_count_fault, ledger_finish, ledger_reserve, ledger_set_request_id, parse_bucket,
+    ledger_count_fault, ledger_finish, ledger_rebuy, ledger_remake, ledger_reserve, ledger_set_request_id,
+    parse_bucket,
 )
 from evolvedirector.teachers.base import CallContext, ImageRequest, ImageResult, Teacher, idempotency_key
 from evolvedirector.teachers.ledger_writer import LedgerWriter
@@ -68,6 +75,19 @@ class Ledger:
         self._writer: LedgerWriter | None = None  # open while any buy is in flight
         self._writer_users = 0
 
+    @classmethod
+    def for_run(
+        cls, store: Store, images: ImageStore, budget, *, max_new_calls: int | None = None,
+        max_new_dollars: float | None = None,
+    ) -> Ledger:
+        """The ledger of every command that buys for a run: the run's budget (`budget.max_teacher_calls`,
+        `budget.max_dollars`) caps the run's whole spend, whichever command adds to it; a command's
+        own caps on what it adds (`eval --max-calls / --max-dollars`) can only lower that."""
+        calls, dollars = store.spend()
+        max_calls = _lowest(budget.max_teacher_calls, None if max_new_calls is None else calls + max_new_calls)
+        max_dollars = _lowest(budget.max_dollars, None if max_new_dollars is None else dollars + max_new_dollars)
+        return cls(store, images, max_calls=max_calls, max_dollars=max_dollars)
+
     async def buy(self, teacher: Teacher, requests: list[ImageRequest], round: int) -> list[Purchase]:
         async with self._writing():
             return list(await asyncio.gather(*(self._buy_one(teacher, r, round) for r in requests)))
@@ -93,23 +113,33 @@ class Ledger:
                 return Purchase(teacher.name, request, row["image_hash"], reused=True)
             if row is not None and row["status"] == "failed":
                 return Purchase(teacher.name, request, None, error=row["error"])
+            budget = dict(cost=teacher.cost_per_image, max_calls=self.max_calls, max_dollars=self.max_dollars)
             if row is None:
                 # Reserved (budget checked, row on disk) while waiting for a slot, so that a freed
                 # slot starts its next call at once.
+                write = partial(ledger_reserve, key=key, teacher=teacher.name, prompt=request.prompt,
+                                seed=request.seed, size=request.size, round=round, bucket=request.bucket, **budget)
+            elif row["status"] == "done":  # paid for, but its file is gone
+                write = partial(ledger_rebuy, key=key, **budget)
+            elif row["request_id"] is None:  # in flight when a run died: made again
+                write = partial(ledger_remake, key=key, **budget)
+            else:  # a queued job: collected by its id, nothing new to pay
+                write = None
+            if write is not None:
                 try:
-                    await self._writer.run(partial(
-                        ledger_reserve, key=key, teacher=teacher.name, prompt=request.prompt, seed=request.seed,
-                        size=request.size, cost=teacher.cost_per_image, round=round,
-                        max_calls=self.max_calls, max_dollars=self.max_dollars, bucket=request.bucket,
-                    ))
+                    await self._writer.run(write)
                 except BudgetExceeded as error:
                     self.exhausted = True
                     return Purchase(teacher.name, request, None, error=str(error))
+            # Buying a lost image again is a new purchase: the provider gets a key of its own.
+            rebought = 0 if row is None else row["rebought"] + (row["status"] == "done")
             async with self._slot(teacher):
-                result = await self._call(teacher, request, key, row["request_id"] if row else None)
+                result = await self._call(teacher, request, key, row["request_id"] if row else None,
+                                          sent_key=provider_key(key, rebought))
             return await self._record(teacher, request, key, result)
 
-    async def _call(self, teacher: Teacher, request: ImageRequest, key: str, request_id: str | None) -> ImageResult:
+    async def _call(self, teacher: Teacher, request: ImageRequest, key: str, request_id: str | None, *,
+                    sent_key: str) -> ImageResult:
         writer = self._writer
 
         async def on_submitted(new_id: str) -> None:
@@ -120,7 +150,7 @@ class Ledger:
             # no later than this call's result.
             writer.submit(partial(ledger_count_fault, teacher=teacher.name, kind=kind))
 
-        context = CallContext(key=key, request_id=request_id, on_submitted=on_submitted, on_fault=on_fault)
+        context = CallContext(key=sent_key, request_id=request_id, on_submitted=on_submitted, on_fault=on_fault)
         try:
             return await teacher.call(request, context)
         except Exception as error:  # a bug or a surprise in a backend: the loop goes on
@@ -182,3 +212,25 @@ class Ledger:
             entry[1] -= 1
             if entry[1] == 0:
                 del self._keys[key]
+
+
+def _lowest(*caps):
+    """The tightest of the caps that are set (None: no cap)."""
+    return min((cap for cap in caps if cap is not None), default=None)
+
+
+def provider_key(key: str, rebought: int) -> str:
+    """The idempotency key sent to the provider: the ledger's key, with `-N` for the Nth rebuy of
+    a lost image (the first purchase's key would only fetch, or be refused, what was lost)."""
+    return key if rebought == 0 else f"{key}-{rebought}"
+
+
+def describe_spend(store: Store) -> str:
+    """The run's spend as `status`, the report and a resumed run show it: "$X", and what part of
+    it a provider may not have billed."""
+    text = f"${store.spend()[1]:.2f}"
+    possible_calls, possible_dollars = store.possibly_billed()
+    if possible_calls:
+        text += (f" (of which up to ${possible_dollars:.2f} possibly billed: {possible_calls} calls in flight"
+                 " when a run died, made again on resume)")
+    return text

@@ -5,7 +5,8 @@ One call is one HTTP request that returns the image, as base64 (gpt-image-1, and
 `response_format: b64_json`) or as a URL to download (dall-e-3's default). The API has no seed:
 the request's seed only tells apart images the ledger may buy for the same prompt.
 
-Billing: the provider bills a generation that answered 200, so no retry may follow one. A call
+Billing: the provider bills a generation that answered 200, so no retry may follow one. Every
+generation carries the ledger's key in an Idempotency-Key header, for providers that honour it. A call
 whose image is lost after a 200 (a malformed answer, undecodable base64, or a URL that never
 downloads) is a billed failure; a URL is downloaded again on faults (free), but the image is
 never generated again. Refusals, other 4xx, 429, 5xx and connection faults are failures without
@@ -23,7 +24,7 @@ import numpy as np
 from evolvedirector.teachers.aspect import closest_by_aspect
 from evolvedirector.teachers.base import CallContext, ImageRequest, ImageResult
 from evolvedirector.teachers.faults import BAD_RESPONSE, Fault
-from evolvedirector.teachers.http_client import HttpTeacher
+from evolvedirector.teachers.http_client import IDEMPOTENCY_HEADER, HttpTeacher
 from evolvedirector.teachers.image_bytes import decode_base64_image, fit_to_request, parse_size
 
 
@@ -60,7 +61,8 @@ class OpenAIImagesTeacher(HttpTeacher):
             async def generate_once() -> np.ndarray | str:
                 nonlocal generated
                 await self.limiter.acquire()
-                response = await self.request(client, "POST", self.url("/images/generations"), json=self.body(request))
+                response = await self.request(client, "POST", self.url("/images/generations"), json=self.body(request),
+                                              headers={IDEMPOTENCY_HEADER: context.key})
                 generated = True
                 try:
                     return await self._image_or_url(response)

@@ -8,9 +8,10 @@ GET  the image URL it names           (or a data: URI / base64 in the result its
 ```
 
 The request id goes to the ledger (`context.on_submitted`) before the first poll, so after a
-crash the job is collected by polling its id, never submitted again. Where the API deduplicates
-submits by a header (`idempotency_header`), the ledger's key travels in it, which also covers
-a crash between the submit and the id being stored.
+crash the job is collected by polling its id, never submitted again. Every submit carries the
+ledger's key in a header (`idempotency_header`, else Idempotency-Key); where the API is known to
+deduplicate submits by it (`idempotency_header` set), a submit whose answer was lost is retried,
+and a crash between the submit and the id being stored does not pay twice.
 
 Billing: a job that was never accepted (submit faults) or that the API reports failed or refused
 costs nothing. A job that finished but whose image never arrives intact, or that the API stops
@@ -29,7 +30,7 @@ from urllib.parse import quote
 from evolvedirector.teachers.aspect import scale_to_area
 from evolvedirector.teachers.base import CallContext, ImageRequest, ImageResult
 from evolvedirector.teachers.faults import BAD_RESPONSE, JOB_FAILED, REFUSED, TIMEOUT, Fault, is_refusal
-from evolvedirector.teachers.http_client import HttpTeacher
+from evolvedirector.teachers.http_client import IDEMPOTENCY_HEADER, HttpTeacher
 from evolvedirector.teachers.image_bytes import fit_to_request, parse_size
 
 _MISSING = object()
@@ -123,7 +124,7 @@ class QueueTeacher(HttpTeacher):
 
     async def _submit(self, client, request: ImageRequest, key: str) -> str:
         await self.limiter.acquire()
-        headers = {self.config.idempotency_header: key} if self.config.idempotency_header else {}
+        headers = {self.config.idempotency_header or IDEMPOTENCY_HEADER: key}
         response = await self.request(client, "POST", self.url(self.config.submit_path), json=self.body(request),
                                       headers=headers)
         request_id = dotted_get(self.json_body(response), self.config.request_id_field)

@@ -3,7 +3,9 @@
 It speaks both protocols the HTTP teachers use:
 
 ```
-POST /v1/images/generations        OpenAI images: {"data": [{"b64_json"}]} or [{"url"}]
+POST /v1/images/generations        OpenAI images: {"data": [{"b64_json"}]} or [{"url"}]; with
+                                   honour_idempotency, an Idempotency-Key seen before gets the
+                                   same answer again, unbilled
 POST /queue                        submit: {"request_id"}; an Idempotency-Key header deduplicates
 GET  /queue/requests/{id}/status   {"status": IN_PROGRESS | COMPLETED | FAILED, "error"}
 GET  /queue/requests/{id}          {"images": [{"url"}]}
@@ -79,8 +81,11 @@ class Job:
 
 class FakeImageAPI:
     def __init__(self, latency: float = 0.0, api_key: str | None = None, files_from: "FakeImageAPI | None" = None,
-                 port: int = 0):
+                 port: int = 0, honour_idempotency: bool = False):
         self.latency = latency
+        self.honour_idempotency = honour_idempotency
+        self.generate_keys: list[str | None] = []  # the Idempotency-Key of every generation request
+        self._answers: dict[str, dict] = {}  # key -> the generation's answer, replayed when honoured
         self.port = port  # 0: a free one
         self.api_key = api_key  # when set, API routes want `Authorization: Bearer <key>`
         self.files_from = files_from  # where image URLs point (another host, like a CDN); default: here
@@ -286,17 +291,27 @@ def _handler_for(api: FakeImageAPI) -> type[BaseHTTPRequestHandler]:
             if fault == "refuse":
                 self._json(400, {"error": {"code": "content_policy_violation", "message": REFUSAL}})
                 return
+            key = self.headers.get("Idempotency-Key")
+            with api.lock:
+                api.generate_keys.append(key)
+                replay = api._answers.get(key) if api.honour_idempotency and key is not None else None
+            if replay is not None:
+                self._json(200, replay)
+                return
             if api.stopped.wait(api.latency):
                 return
             width, height = _size(body.get("size"))
             data = self._image_bytes(fake_image(str(body.get("prompt", "")), 0, width, height), fault)
-            with api.lock:
-                api.generated += 1
             if body.get("response_format") == "url":
                 item = {"url": api.store_file(data)}
             else:
                 item = {"b64_json": base64.b64encode(data).decode()}
-            self._json(200, {"created": int(time.time()), "data": [item]})
+            answer = {"created": int(time.time()), "data": [item]}
+            with api.lock:
+                api.generated += 1  # billed once made, whether or not the client is still there
+                if key is not None:
+                    api._answers[key] = answer
+            self._json(200, answer)
 
         def _submit(self, body: dict, _, fault: str | None) -> None:
             key = self.headers.get("Idempotency-Key")

@@ -1,5 +1,6 @@
-"""kill -9 in the middle of a batch of queue-API calls, then resume: every image is paid once,
-spend is the sum over distinct successful calls, and no stored request id is submitted again."""
+"""kill -9 in the middle of a batch of calls, then resume: no stored request id is submitted
+again, and the provider's bill lies between the spend recorded without and with the calls that
+were in flight at the crash (counted as possibly billed)."""
 
 import asyncio
 import os
@@ -17,7 +18,7 @@ from evolvedirector.teachers import Ledger, idempotency_key
 from evolvedirector.testing.fake_images_api import FakeImageAPI
 
 sys.path.insert(0, str(Path(__file__).parent))
-from teachers_crash_worker import crash_requests, crash_teacher  # noqa: E402
+from teachers_crash_worker import crash_openai_teacher, crash_requests, crash_teacher  # noqa: E402
 
 pytestmark = pytest.mark.timeout(30)
 CALLS = 30
@@ -63,6 +64,7 @@ def test_kill_9_mid_batch_then_resume_pays_each_image_once(tmp_path):
 
         at_kill = ledger_rows(db)
         ids_at_kill = {key: rid for key, _, rid in at_kill if rid is not None}
+        unnamed_at_kill = sum(status == "pending" and rid is None for _, status, rid in at_kill)
         assert any(status == "pending" for _, status, _ in at_kill) and ids_at_kill
         submits_at_kill = len(api.submits)
 
@@ -84,9 +86,66 @@ def test_kill_9_mid_batch_then_resume_pays_each_image_once(tmp_path):
         resubmitted = [key for key, _ in api.submits[submits_at_kill:] if key in ids_at_kill]
         assert resubmitted == []
         assert all(ids_at_kill[key] == jobs_by_key[key] for key in ids_at_kill)
-        # Spend is exactly the distinct successful calls, and what the provider would bill.
         keys = {idempotency_key("qu", r) for r in crash_requests(CALLS)}
         assert {r["key"] for r in rows} == keys
-        assert store.spend() == (CALLS, pytest.approx(CALLS * 0.02))
+        # The provider deduplicates submits by the key header: it bills each image once. A call
+        # with no request id at the crash was made again, and stays counted as possibly billed.
         assert api.billed_jobs() == CALLS
+        assert store.possibly_billed() == (unnamed_at_kill, pytest.approx(unnamed_at_kill * 0.02))
+        assert store.spend() == (CALLS + unnamed_at_kill, pytest.approx((CALLS + unnamed_at_kill) * 0.02))
+        store.close()
+
+
+def kill_mid_batch(tmp_path: Path, api: FakeImageAPI, backend: str) -> list[tuple]:
+    """Start the worker, SIGKILL it once some calls are done and others in flight; the rows then."""
+    db = tmp_path / "evolve.db"
+    child = subprocess.Popen([sys.executable, str(WORKER), str(tmp_path), api.url, str(CALLS), backend],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and sum(s == "done" for _, s, _ in ledger_rows(db)) < 6:
+            time.sleep(0.02)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == -signal.SIGKILL, "the batch finished before it could be killed"
+    return ledger_rows(db)
+
+
+@pytest.mark.parametrize("honour", [False, True])
+def test_calls_in_flight_at_a_kill_are_counted_so_that_the_bill_reconciles(tmp_path, honour):
+    """The OpenAI images API has no request ids: calls in flight at a kill are made again on
+    resume. Whether or not the provider deduplicates by the Idempotency-Key header, its bill lies
+    within [spend - possibly billed, spend]; before, the re-made calls were recorded nowhere."""
+    with FakeImageAPI(latency=0.4, honour_idempotency=honour) as api:
+        at_kill = kill_mid_batch(tmp_path, api, "openai")
+        pending_at_kill = sum(status == "pending" for _, status, _ in at_kill)
+        assert pending_at_kill > 0
+        deadline = time.monotonic() + 10
+        while api._in_flight and time.monotonic() < deadline:  # the dead run's calls finish (billed)
+            time.sleep(0.02)
+        store, images = Store(tmp_path / "evolve.db"), ImageStore(tmp_path / "images")
+        teacher = crash_openai_teacher(api.url)
+        ledger = Ledger(store, images)
+        assert asyncio.run(ledger.settle_pending({"oa": teacher})) == pending_at_kill
+        purchases = asyncio.run(ledger.buy(teacher, crash_requests(CALLS), round=1))
+        assert all(p.image_hash in images for p in purchases)
+        assert {r["status"] for r in store.conn.execute("SELECT status FROM teacher_calls")} == {"done"}
+
+        calls, dollars = store.spend()
+        possible_calls, possible_dollars = store.possibly_billed()
+        assert (calls, possible_calls) == (CALLS + pending_at_kill, pending_at_kill)
+        assert dollars == pytest.approx(calls * 0.04) and possible_dollars == pytest.approx(pending_at_kill * 0.04)
+        billed = api.generated * 0.04
+        assert dollars - possible_dollars - 1e-9 <= billed <= dollars + 1e-9
+        if honour:
+            assert api.generated == CALLS  # every re-made call carried its key: billed once
+        else:
+            assert api.generated > CALLS  # the provider billed calls the dead run never recorded
+        # Every generation carried the ledger key of its call.
+        keys = {idempotency_key("oa", r) for r in crash_requests(CALLS)}
+        assert set(api.generate_keys) == keys
         store.close()
