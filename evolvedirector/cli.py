@@ -77,7 +77,12 @@ def _evolve(config: RunConfig) -> None:
         evolution = Evolution(config, console=console)
     except (TrackerUnavailable, RunFolderError) as error:
         _fail(str(error))
-    evolution.run()
+    from evolvedirector.director import DirectorError
+
+    try:
+        evolution.run()
+    except DirectorError as error:  # a director that never answers: one line; the run resumes once fixed
+        _fail(str(error))
     console.print(f"report: {Path(config.out) / 'report.html'}")
 
 
@@ -167,6 +172,13 @@ def status(run_dir: Path = typer.Argument(..., help="a run folder")) -> None:
         console.print("teacher faults (each handled, retried where safe): " + "; ".join(
             f"{teacher} " + ", ".join(f"{kind} {n}" for kind, n in kinds.items()) for teacher, kinds in faults.items()
         ))
+    director_failures = store.director_failures()
+    if director_failures:
+        from evolvedirector.director.failures import describe_kinds
+
+        total = sum(sum(kinds.values()) for kinds in director_failures.values())
+        console.print(f"director calls with no usable answer: {total} (" + "; ".join(
+            f"round {r}: {describe_kinds(kinds)}" for r, kinds in director_failures.items()) + ")", highlight=False)
     if last and last["metrics"].get("accuracy"):
         accuracy = last["metrics"]["accuracy"]
         console.print("held-out accuracy (last round): " + ", ".join(f"{k} {v:.2f}" for k, v in accuracy.items()))

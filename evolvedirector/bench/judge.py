@@ -62,6 +62,7 @@ def judge_bench(
     director_config = _director_config(config, {k: v for k, v in overrides.items() if v is not None})
 
     from evolvedirector.director import DirectorError, build_director
+    from evolvedirector.director.failures import never_answered
     from evolvedirector.bench.judge_bench import (
         PairsError, bench_discrimination, bench_expansion, load_pairs, report_lines, save_pairs as write_pairs,
         shapes_world_prompt, synthetic_pairs, synthetic_prompts,
@@ -107,6 +108,9 @@ def judge_bench(
         judged, expanded = asyncio.run(run())
     except DirectorError as error:
         _fail(str(error))
+    tally = director.take_tally()
+    if tally.failed_every_call():  # figures of nothing would only mislead
+        _fail(str(never_answered(director.where(), "the bench", tally)))
     for line in report_lines(judged, expanded, concurrency):
         console.print(line)
 

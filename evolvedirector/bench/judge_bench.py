@@ -156,11 +156,11 @@ class DiscriminationResult:
 async def bench_discrimination(director: Director, pairs: list[LabelledPair], concurrency: int = 8,
                                progress: Callable[[], None] | None = None) -> DiscriminationResult:
     """Every pair judged as given and swapped, `concurrency` verdicts in flight at once."""
-    result = DiscriminationResult(pairs=len(pairs))
+    result = DiscriminationResult()
     before = _stats(director)
     slots = asyncio.Semaphore(concurrency)
 
-    async def timed(prompt: str, first: np.ndarray, second: np.ndarray) -> str:
+    async def timed(prompt: str, first: np.ndarray, second: np.ndarray) -> str | None:
         async with slots:
             start = time.perf_counter()
             verdict = await director.compare(prompt, first, second)
@@ -171,11 +171,13 @@ async def bench_discrimination(director: Director, pairs: list[LabelledPair], co
         as_given, swapped = await asyncio.gather(
             timed(pair.prompt, pair.image_a, pair.image_b), timed(pair.prompt, pair.image_b, pair.image_a)
         )
-        swapped_back = "B" if swapped == "A" else "A"  # in the pair's own frame
-        result.verdicts += 2
-        result.correct += (as_given == pair.preferred) + (swapped_back == pair.preferred)
-        result.first_wins += (as_given == "A") + (swapped == "A")
-        result.consistent += as_given == swapped_back
+        if as_given is not None and swapped is not None:  # else no usable verdict (counted in `skipped`)
+            swapped_back = "B" if swapped == "A" else "A"  # in the pair's own frame
+            result.pairs += 1
+            result.verdicts += 2
+            result.correct += (as_given == pair.preferred) + (swapped_back == pair.preferred)
+            result.first_wins += (as_given == "A") + (swapped == "A")
+            result.consistent += as_given == swapped_back
         if progress is not None:
             progress()
 
@@ -304,7 +306,8 @@ def report_lines(discrimination: DiscriminationResult | None, expansion: Expansi
             "each in both orders)",
             f"position bias: {d.position_bias:.3f} of verdicts went to the image shown first (0.5: none); "
             f"consistent across the swap on {d.consistency:.3f} of pairs",
-            f"parse failures: {d.parse_failures} unusable replies, {d.skipped} verdicts left to a coin flip",
+            f"parse failures: {d.parse_failures} unusable replies, {d.skipped} verdicts with no usable answer "
+            "(their pairs left out)",
             f"latency: mean {np.mean(latencies):.1f} ms, p50 {np.percentile(latencies, 50):.1f} ms, "
             f"p95 {np.percentile(latencies, 95):.1f} ms; throughput {d.throughput:.1f} verdicts/s "
             f"at concurrency {concurrency}",

@@ -13,11 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from evolvedirector.director.failures import Tally
+
 
 @dataclass(frozen=True)
 class Verdict:
-    winner: str  # "A" or "B"
+    winner: str | None  # "A" or "B"; None: unusable, no answer came (`failure` says why)
     explanation: str = ""
+    failure: str | None = None  # a kind of director/failures.py
 
 
 class Director(ABC):
@@ -47,11 +50,21 @@ class Director(ABC):
     async def aclose(self) -> None:
         """Release what the director holds (connections, say) once a run is done with it."""
 
+    def take_tally(self) -> Tally:
+        """The calls made and failed since the last take (director/failures.py). A director that
+        cannot fail (no server, no model to misread) reports none."""
+        return Tally()
+
+    def where(self) -> str:
+        """Where the director runs, for an error message."""
+        return self.name
+
 
 @dataclass(frozen=True)
 class Discrimination:
-    winner: str  # "student" or "teacher"
+    winner: str | None  # "student" or "teacher"; None: the director gave no usable verdict
     student_shown_first: bool
+    failure: str | None = None  # why there is no verdict (a kind of director/failures.py)
 
 
 async def discriminate(
@@ -65,11 +78,14 @@ async def discriminate(
     else:
         verdict = await director.compare(prompt, teacher, student)
         student_won = verdict.winner == "B"
+    if verdict.winner is None:
+        return Discrimination(None, student_first, verdict.failure)
     return Discrimination("student" if student_won else "teacher", student_first)
 
 
 async def select_best(director: Director, prompt: str, images: list[np.ndarray], rng: random.Random) -> int:
-    """Index of the best image: a king-of-the-hill run of pairwise comparisons in random order."""
+    """Index of the best image: a king-of-the-hill run of pairwise comparisons in random order
+    (an unusable comparison keeps the image ahead)."""
     order = list(range(len(images)))
     rng.shuffle(order)
     best = order[0]

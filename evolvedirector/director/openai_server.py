@@ -7,9 +7,10 @@ tolerant parser reads free text.
 
 Failures: a dropped connection, a timeout, or a 408/429/5xx answer is retried with exponential
 backoff (honouring Retry-After), up to `retries` times, as the teachers retry (both use
-`evolvedirector.http`); any other refusal (a 400 for a bad parameter, a 401 for a bad key) is a
-configuration error and stops at once. A well-formed answer that holds no usable reply is the
-caller's to retry (see VLMDirector).
+`evolvedirector.http`); any other refusal (a 400 for a bad parameter) is not retried. Either way
+the call fails with its kind (director/failures.py) and answers nothing; the loop counts it. A
+401 or 403 (a bad key) fails every later call at once too, without asking the server again. A
+well-formed answer that holds no usable reply is the caller's to retry (see VLMDirector).
 
 The API key is read from the environment variable that `api_key_env` names, kept in one private
 attribute, sent only in the Authorization header, and blanked out of every error message.
@@ -26,6 +27,7 @@ from PIL import Image
 
 from evolvedirector.director.canvas import png_data_url
 from evolvedirector.director.parsing import parse_choice, parse_yes_no, yes_probability
+from evolvedirector.director.failures import AUTH, CONNECTION, TIMEOUT, DirectorCallFailed, kind_of_status
 from evolvedirector.director.vlm import CHOICES, DirectorError, VLMDirector
 from evolvedirector.http import AttemptFailed, GaveUp, RetryPolicy, parse_retry_after, read_api_key, with_retries
 
@@ -50,9 +52,13 @@ class OpenAIDirector(VLMDirector):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: httpx.AsyncClient | None = None
         self._slots: asyncio.Semaphore | None = None
+        self._refused: str | None = None  # the server's answer to our key (401/403), once it gave one
 
     def __repr__(self) -> str:
         return f"OpenAIDirector(model={self.config.model!r}, url={self.url!r})"
+
+    def where(self) -> str:
+        return f"at {self.url}"
 
     # ---- the three primitives -------------------------------------------------------------------
 
@@ -114,33 +120,40 @@ class OpenAIDirector(VLMDirector):
         return self._client, self._slots
 
     async def _chat(self, body: dict) -> dict:
-        """The server's answer as a JSON object ({} when it is not one), after retries."""
+        """The server's answer as a JSON object ({} when it is not one), after retries; raises
+        DirectorCallFailed, with the failure's kind, when no answer came."""
+        if self._refused is not None:  # a refused key stays refused: no need to ask again
+            raise DirectorCallFailed(AUTH, self._refused)
         client, slots = self._connection()
         requests = 0
+        kind = CONNECTION
 
         async def attempt() -> dict:
-            nonlocal requests
+            nonlocal requests, kind
             async with slots:  # held for the request only, not while waiting to retry
                 requests += 1
                 try:
                     status, payload, retry_after = await self._post(client, body)
                 except httpx.TimeoutException:
+                    kind = TIMEOUT
                     raise AttemptFailed(f"no answer within {self.config.timeout_s:g} s") from None
                 except httpx.TransportError as error:
+                    kind = CONNECTION
                     raise AttemptFailed(f"connection failed ({type(error).__name__})") from None
             if status == 200:
                 return _json_object(payload)
-            failure = f"HTTP {status}: {_snippet(payload)}"
+            kind = kind_of_status(status)
+            failure = self._redact(f"HTTP {status}: {_snippet(payload)}")
             if status not in RETRIABLE_STATUS:
-                raise DirectorError(self._redact(f"the director server at {self.url} refused a request: {failure}"))
+                if kind == AUTH:
+                    self._refused = failure
+                raise DirectorCallFailed(kind, failure)
             raise AttemptFailed(failure, retry_after=retry_after)
 
         try:
             return await with_retries(attempt, self.retry_policy)
         except GaveUp as out:
-            raise DirectorError(self._redact(
-                f"the director server at {self.url} failed {out.attempts} times in a row; last: {out.last}"
-            )) from None
+            raise DirectorCallFailed(kind, self._redact(f"{out.last} ({out.attempts} attempts)")) from None
         finally:
             self.stats["requests"] += requests
             self.stats["retries"] += max(0, requests - 1)  # every request after the first

@@ -33,7 +33,8 @@ from rich.console import Console
 from rich.table import Table
 
 from evolvedirector.config import RunConfig, load_config
-from evolvedirector.director import DirectorError, build_director
+from evolvedirector.director import build_director
+from evolvedirector.director.failures import describe_kinds, never_answered
 from evolvedirector.evaluation.frechet import (
     RANDCONV_DESCRIPTION, RANDCONV_NAME, RandomConvFeatures, TorchScriptInception, frechet_distance,
 )
@@ -130,17 +131,17 @@ async def judge_all(director, items: list[tuple[str, np.ndarray, np.ndarray]], b
 
     async def judge(item, student_first: bool) -> str | None:
         prompt, student, teacher = item
-        try:
-            if both_orders:
-                first = await director.compare(prompt, student, teacher)
-                second = await director.compare(prompt, teacher, student)
-                votes = (first.winner == "A") + (second.winner == "B")
-                return ("lose", "tie", "win")[votes]
-            if student_first:
-                return "win" if (await director.compare(prompt, student, teacher)).winner == "A" else "lose"
-            return "win" if (await director.compare(prompt, teacher, student)).winner == "B" else "lose"
-        except DirectorError:
-            return None  # counted as a judging failure, not as a loss
+        if both_orders:
+            first = await director.compare(prompt, student, teacher)
+            second = await director.compare(prompt, teacher, student)
+            if first.winner is None or second.winner is None:
+                return None  # counted as a judging failure, not as a loss
+            votes = (first.winner == "A") + (second.winner == "B")
+            return ("lose", "tie", "win")[votes]
+        verdict = await director.compare(*((prompt, student, teacher) if student_first else (prompt, teacher, student)))
+        if verdict.winner is None:
+            return None
+        return "win" if verdict.winner == ("A" if student_first else "B") else "lose"
 
     # Everything in flight at once, so that a served director can batch the requests.
     return await asyncio.gather(*(judge(item, first) for item, first in zip(items, orders)))
@@ -207,6 +208,9 @@ def _run_eval(run_dir, config, store, options, console, inception) -> dict:
             await director.aclose()
 
     outcomes = asyncio.run(judge_everything())
+    tally = director.take_tally()
+    if tally.failed_every_call():
+        raise EvalError(str(never_answered(director.where(), "this evaluation", tally)))
     by_pair = {(name, i): outcome for (name, i), outcome in zip(jobs, outcomes)}
 
     director_rates: dict[str, dict] = {}
@@ -270,6 +274,7 @@ def _run_eval(run_dir, config, store, options, console, inception) -> dict:
         "director": {
             "backend": config.director.backend, "both_orders": options.both_orders, "resamples": options.resamples,
             "failures": sum(o is None for o in outcomes),
+            "failure_kinds": dict(tally.by_kind()),
         },
         "teachers": list(teacher_images),
         "purchases": purchases,
@@ -302,7 +307,9 @@ def print_results(results: dict, console: Console) -> None:
                           end_section=domain == "all")
     console.print(table)
     if results["director"]["failures"]:
-        console.print(f"[yellow]{results['director']['failures']} pairs could not be judged (director errors)[/yellow]")
+        kinds = describe_kinds(results["director"].get("failure_kinds", {}))
+        console.print(f"[yellow]{results['director']['failures']} pairs could not be judged (the director gave no "
+                      f"usable answer: {kinds})[/yellow]", highlight=False)
 
     if results["accuracy"]:
         table = Table(title=f"held-out accuracy ({results['prompt_set']} prompts, world rules)")

@@ -34,6 +34,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from evolvedirector.evaluation.lineage import LineageIndex, Step, describe_verdict  # noqa: E402
 from evolvedirector.evaluation.stats import OUTCOMES, format_rate, outcome_rates  # noqa: E402
 from evolvedirector.store import Sample, Store, write_atomic  # noqa: E402
+from evolvedirector.director.failures import describe_kinds  # noqa: E402
 from evolvedirector.teachers.ledger import describe_spend  # noqa: E402
 
 HASH = re.compile(r"[0-9a-f]{64}")
@@ -178,7 +179,8 @@ class _Images:
         return Raw(f'<img class="{css}" src="{html.escape(source)}" title="{label}" alt="{label}"{lazy}>')
 
 
-def _rounds_section(rounds: list[dict], refused: dict[int, int], spend: str) -> str:
+def _rounds_section(rounds: list[dict], refused: dict[int, int], spend: str,
+                    director_failures: dict[int, dict[str, int]]) -> str:
     rows = []
     columns = accuracy_columns(rounds)
     previous_calls, previous_dollars = 0, 0.0
@@ -188,15 +190,19 @@ def _rounds_section(rounds: list[dict], refused: dict[int, int], spend: str) -> 
         rows.append([
             r["round"], r["set_size"], r["added"], r["deleted"], r["mutated"], refused.get(r["round"], 0), r["judged"],
             f"{r['teacher_wins'] / r['judged']:.2f}" if r["judged"] else "-",
+            describe_kinds(director_failures.get(r["round"], {})) or "-",
             calls - previous_calls, f"{dollars - previous_dollars:.2f}", calls, f"{dollars:.2f}", r["train_step"],
             *(f"{accuracy[d]:.2f}" if d in accuracy else "-" for d in columns),
         ])
         previous_calls, previous_dollars = calls, dollars
     return "<h2>Rounds</h2>" + _table(
-        ["round", "set", "added", "deleted", "mutated", "refused", "judged", "teacher-win", "calls", "spend $",
+        ["round", "set", "added", "deleted", "mutated", "refused", "judged", "teacher-win", "director failed",
+         "calls", "spend $",
          "calls total", "spend $ total", "step", *columns], rows,
     ) + ('<p class="note">Calls and spend of a round include teacher images bought by evaluations '
-         "made since the round before.</p>") + f"<p>Teacher spend so far: {html.escape(spend)}.</p>"
+         "made since the round before. Judged counts usable verdicts only; a director call with no usable "
+         "answer is counted under director failed, by kind, and changes nothing in the set.</p>"
+         ) + f"<p>Teacher spend so far: {html.escape(spend)}.</p>"
 
 
 def _categories_section(samples: Iterable[Sample], refusals: list[dict]) -> str:
@@ -432,7 +438,7 @@ def write_report(store: Store, run_dir: Path) -> Path:
 <style>{STYLE}</style></head><body>
 <h1>EvolveDirector run: {name}</h1>
 <img src="data:image/png;base64,{plot}" alt="series per round">
-{_rounds_section(rounds, refused_per_round, describe_spend(store))}
+{_rounds_section(rounds, refused_per_round, describe_spend(store), store.director_failures())}
 {evaluation}
 {_categories_section(index.samples.values(), refusals)}
 {_selection_section(store)}

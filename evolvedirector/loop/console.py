@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from evolvedirector.director.failures import Tally, describe_kinds
+
 
 @dataclass
 class RoundSummary:
@@ -23,6 +25,7 @@ class RoundSummary:
     seconds: float = 0.0
     accuracy: dict = field(default_factory=dict)
     loss: float | None = None
+    director: Tally = field(default_factory=Tally)  # the round's director calls, and those that failed
 
 
 def progress_bar(console: Console) -> Progress:
@@ -36,6 +39,9 @@ def progress_bar(console: Console) -> Progress:
 def print_round(console: Console, s: RoundSummary, categories: tuple[str, ...], left: str = "") -> None:
     win = f"{s.teacher_wins / s.judged:.2f}" if s.judged else "  - "
     refused = f", refused {s.refused}" if s.refused else ""
+    failed = s.director.by_kind()
+    director = (f" | director failed {sum(failed.values())} of {sum(s.director.calls.values())} calls "
+                f"({describe_kinds(failed)})" if failed else "")
     if s.accuracy:
         accuracy = " ".join(f"{c} {s.accuracy.get(c, 0):.2f}" for c in categories)
         heldout = f"held-out {accuracy} mean {s.accuracy.get('mean', 0):.2f}"
@@ -43,6 +49,7 @@ def print_round(console: Console, s: RoundSummary, categories: tuple[str, ...], 
         heldout = "held-out -"
     console.print(
         f"round {s.round:>3} | set {s.set_size:>4} | teacher-win {win} | +{s.added} -{s.deleted} "
-        f"(mutated {s.mutated}{refused}) | calls {s.calls} ${s.dollars:.2f} | {heldout} | {s.seconds:.0f}s{left}",
+        f"(mutated {s.mutated}{refused}){director} | calls {s.calls} ${s.dollars:.2f} | {heldout} | "
+        f"{s.seconds:.0f}s{left}",
         soft_wrap=True, highlight=False,
     )

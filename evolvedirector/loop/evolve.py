@@ -21,6 +21,7 @@ from rich.console import Console
 
 from evolvedirector.config import RunConfig
 from evolvedirector.director import build_director
+from evolvedirector.director.failures import Tally, never_answered
 from evolvedirector.evaluation.report import write_report
 from evolvedirector.loop import plan, run_safety, threads, tracking
 from evolvedirector.loop.console import RoundSummary, print_round, progress_bar
@@ -108,6 +109,9 @@ class Evolution:
                 durations.append(summary.seconds)
             print_round(self.console, summary, self.world.categories, left=plan.time_left(self.config, round, durations))
             write_report(self.store, self.folder.path)
+            if summary.director.failed_every_call():  # committed and shown; then stop with one line
+                await self.director.aclose()
+                raise never_answered(self.director.where(), f"round {round}", summary.director)
             round += 1
         await self.director.aclose()
         self.tracking.end()
@@ -210,11 +214,11 @@ class Evolution:
         return {"accuracy": accuracy, "loss": loss, "calls": calls, "dollars": dollars}
 
     def summary(self, round: int, started: float, accuracy: dict, loss: float | None = None,
-                refused: int = 0) -> RoundSummary:
+                refused: int = 0, director: Tally | None = None) -> RoundSummary:
         row = self.store.rounds()[-1]
         calls, dollars = self.store.spend()
         return RoundSummary(
             round=round, set_size=row["set_size"], judged=row["judged"], teacher_wins=row["teacher_wins"],
             added=row["added"], deleted=row["deleted"], mutated=row["mutated"], refused=refused, calls=calls,
-            dollars=dollars, seconds=time.time() - started, accuracy=accuracy, loss=loss,
+            dollars=dollars, seconds=time.time() - started, accuracy=accuracy, loss=loss, director=director or Tally(),
         )

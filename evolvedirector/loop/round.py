@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from evolvedirector.director import Discrimination, discriminate
+from evolvedirector.director.failures import Tally
 from evolvedirector.loop.acquire import Proposal, buy_and_select
 from evolvedirector.loop.console import RoundSummary, progress_bar
 from evolvedirector.store import RefusalRecord, RoundRecord, Sample, VerdictRecord
@@ -47,12 +48,14 @@ async def seed_round(run: Evolution) -> RoundSummary:
     proposals = [Proposal(p, "seed", run.world.category(p), list(run.teachers), bucket=run.world.bucket(rng))
                  for p in prompts]
     new_samples = await _buy(run, proposals, round=0, rng=rng)
+    director = _round_tally(Tally(), run.director.take_tally())
     validation = run.render_validation()
     accuracy = run.evaluate(*validation)
     run.store.commit_round(RoundRecord(round=0, started_at=started, new_samples=new_samples,
+                                       director_failures=dict(director.failures),
                                        metrics=run.metrics(accuracy, loss=None)))
     run.tracking.log_round(run.store.rounds()[-1], refused=0, validation=validation)
-    return run.summary(0, started, accuracy=accuracy)
+    return run.summary(0, started, accuracy=accuracy, director=director)
 
 
 async def run_round(run: Evolution, round: int) -> RoundSummary:
@@ -60,6 +63,7 @@ async def run_round(run: Evolution, round: int) -> RoundSummary:
     evolve = run.config.evolve
     rng = random.Random(run.config.seed * 1_000_003 + round)
     active = run.store.active_samples()
+    run.director.take_tally()  # from here on, this round's calls only
 
     # 1. Train on the current version of the set.
     loss = run.train_on_set(active, run.config.train.steps_per_round, label=f"round {round}")
@@ -107,9 +111,13 @@ async def run_round(run: Evolution, round: int) -> RoundSummary:
 
         # Every verdict in flight at once, so a served director can batch them.
         outcomes = await asyncio.gather(*(judge(*item) for item in zip(judged, renders, teacher_images)))
+        judging = run.director.take_tally()
         wins = sum(o.winner == "teacher" for o in outcomes)
         task = progress.add_task(f"round {round}: expand / mutate", total=len(judged), info=f"teacher wins {wins}")
         for sample, render, outcome in zip(judged, renders, outcomes):
+            if outcome.winner is None:  # no usable verdict: no action, and the sample stays in the set
+                progress.update(task, advance=1)
+                continue
             if outcome.winner == "student":
                 action = "delete" if evolve.deletion else "keep"
                 if evolve.deletion:
@@ -133,6 +141,7 @@ async def run_round(run: Evolution, round: int) -> RoundSummary:
 
     # 4. Buy teacher images for the new prompts; pick the best where several teachers drew one.
     new_samples = await _buy(run, proposals, round=round, rng=rng)
+    director = _round_tally(judging, run.director.take_tally())
 
     # 5. Evaluate, checkpoint, and commit the new version of the set in one transaction.
     validation = run.render_validation()
@@ -140,11 +149,24 @@ async def run_round(run: Evolution, round: int) -> RoundSummary:
     checkpoint = run.folder.save_checkpoint(run.trainer, round)
     run.store.commit_round(RoundRecord(
         round=round, started_at=started, new_samples=new_samples, deleted_ids=deleted, verdicts=verdicts,
-        refusals=refusals, train_step=run.trainer.step, checkpoint=checkpoint, metrics=run.metrics(accuracy, loss),
+        refusals=refusals, director_failures=dict(director.failures), train_step=run.trainer.step,
+        checkpoint=checkpoint, metrics=run.metrics(accuracy, loss),
     ))
     run.folder.point_latest_at(checkpoint)
     run.tracking.log_round(run.store.rounds()[-1], refused=len(refusals), validation=validation)
-    return run.summary(round, started, accuracy=accuracy, loss=loss, refused=len(refusals))
+    return run.summary(round, started, accuracy=accuracy, loss=loss, refused=len(refusals), director=director)
+
+
+def _round_tally(judging: Tally, after: Tally) -> Tally:
+    """The round's director calls in one tally, its comparisons named for what they decided:
+    `judge` (student against teacher) while judging, `select` (the best teacher image) after."""
+    tally = Tally(last_failure=after.last_failure or judging.last_failure)
+    for part, compare in ((judging, "judge"), (after, "select")):
+        for operation, count in part.calls.items():
+            tally.calls[compare if operation == "compare" else operation] += count
+        for (operation, kind), count in part.failures.items():
+            tally.failures[compare if operation == "compare" else operation, kind] += count
+    return tally
 
 
 def _buy(run: Evolution, proposals: list[Proposal], *, round: int, rng: random.Random):

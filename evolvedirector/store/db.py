@@ -21,6 +21,10 @@ These tables tell the whole story of a run:
   a run died that were made again on resume (possibly billed: the provider may have finished
   them), and `rebought`, images whose files were lost and that were bought again (billed).
 - `teacher_faults`: how many faults of each kind (429, 5xx, timeout, ...) each teacher met.
+- `director_failures`: per round, director calls that got no usable answer, by operation (judge:
+  a student-teacher verdict, select, expand, mutate, categorize) and kind (auth, http_5xx,
+  timeout, unparseable, ...; director/failures.py). An unusable verdict is counted here, never
+  stored as a verdict, and causes no action: its sample stays in the set.
 - `ab_votes`: blind human preferences from the A/B page (`evolvedirector ab`): for one prompt,
   the student's image against one teacher's, which side the student was shown on, and the choice.
 
@@ -115,6 +119,13 @@ CREATE TABLE IF NOT EXISTS refusals (
     reason TEXT NOT NULL,
     proposal TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS director_failures (
+    round INTEGER NOT NULL,
+    operation TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (round, operation, kind)
+);
 CREATE TABLE IF NOT EXISTS ab_votes (
     id INTEGER PRIMARY KEY,
     created_at REAL NOT NULL,
@@ -195,6 +206,8 @@ class RoundRecord:
     deleted_ids: list[int] = field(default_factory=list)
     verdicts: list[VerdictRecord] = field(default_factory=list)
     refusals: list[RefusalRecord] = field(default_factory=list)
+    # (operation, kind) -> director calls that got no usable answer this round
+    director_failures: dict[tuple[str, str], int] = field(default_factory=dict)
     train_step: int = 0
     checkpoint: str | None = None
     metrics: dict = field(default_factory=dict)
@@ -314,6 +327,15 @@ class Store:
             counts.setdefault(row["reason"], {})[row["operation"]] = row["n"]
         return counts
 
+    def director_failures(self) -> dict[int, dict[str, int]]:
+        """round -> kind -> director calls that got no usable answer (every operation)."""
+        failures: dict[int, dict[str, int]] = {}
+        for row in self.conn.execute(
+            "SELECT round, kind, SUM(count) AS n FROM director_failures GROUP BY round, kind ORDER BY round, n DESC"
+        ):
+            failures.setdefault(row["round"], {})[row["kind"]] = row["n"]
+        return failures
+
     def all_refusals(self) -> list[dict]:
         return [dict(row) for row in self.conn.execute("SELECT * FROM refusals ORDER BY id")]
 
@@ -375,6 +397,11 @@ class Store:
                 self.conn.execute(
                     "INSERT INTO refusals (round, parent_id, operation, reason, proposal) VALUES (?, ?, ?, ?, ?)",
                     (record.round, refusal.parent_id, refusal.operation, refusal.reason, refusal.proposal),
+                )
+            for (operation, kind), count in record.director_failures.items():
+                self.conn.execute(
+                    "INSERT INTO director_failures (round, operation, kind, count) VALUES (?, ?, ?, ?)",
+                    (record.round, operation, kind, count),
                 )
             set_size = self.conn.execute(
                 "SELECT COUNT(*) AS n FROM samples WHERE round_deleted IS NULL"
