@@ -212,3 +212,50 @@ def test_the_standalone_trainer_logs_its_steps_as_a_run_of_its_own_across_a_resu
     events = read_events(run, project="run-trainer")
     assert list(scalars(events, "train/loss")) == [1, 2, 3, 4, 5, 6]
     assert scalars(events, "train/lr") == pytest.approx({1: 0.0, 2: 5e-4, 3: 1e-3, 4: 1e-3, 5: 1e-3, 6: 1e-3})
+
+
+@pytest.mark.timeout(300)
+def test_an_open_world_run_logs_a_grid_of_its_first_heldout_prompts_and_no_key(tmp_path, monkeypatch):
+    """No exact grading there: the grid draws the first held-out prompts, only because a tracker
+    is on; the teacher's API key, read from the environment, reaches no file under logs/."""
+    from open_world_helpers import build_prompt_t5, write_prompt_file
+    from tiny_models import build_tiny_vae
+
+    from evolvedirector.testing.chat_server import OpenWorldChatServer
+    from evolvedirector.testing.fake_images_api import FakeImageAPI
+
+    key = "sk-test-trackers-0123456789"
+    monkeypatch.setenv("EVOLVEDIRECTOR_TEST_KEY", key)
+    t5, vae = build_prompt_t5(tmp_path / "t5"), build_tiny_vae(tmp_path / "vae")
+    with FakeImageAPI(api_key=key) as api, OpenWorldChatServer(seed=3) as chat:
+        run = Evolution(parse_config({
+            "out": str(tmp_path / "run"), "seed": 2, "device": "cpu", "threads": 1,
+            "world": {"name": "prompts", "prompts": str(write_prompt_file(tmp_path / "p.jsonl")),
+                      "heldout_share": 0.2, "image_size": 32},
+            "teachers": [{"name": "api", "backend": "openai", "base_url": f"{api.url}/v1", "model": "fake-image",
+                          "api_key_env": "EVOLVEDIRECTOR_TEST_KEY", "cost_per_image": 0.01}],
+            "director": {"backend": "openai", "base_url": chat.base_url, "model": "m", "retries": 1,
+                         "backoff_s": 0.01, "concurrency": 1},
+            "student": {"size": "tiny", "text_encoder": str(t5), "vae": str(vae), "max_tokens": 40,
+                        "sample_steps": 2, "guidance": 2.0},
+            "train": {"batch_size": 4, "lr": 1e-3, "warmup_steps": 1, "steps_per_round": 2},
+            "evolve": {"seed_prompts": 8, "render_steps": 2},
+            "budget": {"max_rounds": 1},
+            "log_with": "tensorboard", "log_project": "open",
+        }))
+        run.run()
+
+    events = read_events(tmp_path / "run", project="open")
+    shown = run.world.heldout[:tracking.UNGRADED_PROMPTS]
+    assert shown
+    images = events.Images("validation/samples")
+    assert [image.step for image in images] == [0, 2]
+    columns = min(len(shown), tracking.GRID_COLUMNS)
+    rows = -(-len(shown) // tracking.GRID_COLUMNS)
+    assert (images[-1].width, images[-1].height) == (columns * 34 - 2, rows * 34 - 2)
+    text = events.Tensors("validation/prompts/text_summary")[-1].tensor_proto.string_val[0].decode()
+    assert text.splitlines() == [f"{i}. {prompt}" for i, prompt in enumerate(shown, 1)]
+    assert not [tag for tag in events.Tags()["scalars"] if tag.startswith("heldout/")]
+    assert list(scalars(events, "round/teacher_win_rate")) == [2]
+    logged = b"".join(path.read_bytes() for path in (tmp_path / "run" / "logs").rglob("*") if path.is_file())
+    assert b"EVOLVEDIRECTOR_TEST_KEY" in logged and key.encode() not in logged
