@@ -126,15 +126,15 @@ def run(config_file: Path = typer.Argument(
 def _open_store(run_dir: Path):
     from evolvedirector.store import Store
 
+    try:
+        check_run_folder(run_dir)  # damaged, foreign or emptied: refused, never read as a new run
+    except RunFolderError as error:
+        _fail(str(error))
     if not (Path(run_dir) / "evolve.db").is_file():
         _fail(f"{run_dir} is not a run folder (no evolve.db in it)")
     return Store(Path(run_dir) / "evolve.db")
 
 
-    try:
-        check_run_folder(run_dir)  # damaged, foreign or emptied: refused, never read as a new run
-    except RunFolderError as error:
-        _fail(str(error))
 @app.command()
 def status(run_dir: Path = typer.Argument(..., help="a run folder")) -> None:
     """Rounds, set size by category, verdicts, refused proposals by reason, teacher calls and

@@ -27,8 +27,8 @@ from evolvedirector.loop import plan, run_safety, threads, tracking
 from evolvedirector.loop.console import RoundSummary, print_round, progress_bar
 from evolvedirector.loop.round import run_round, seed_round
 from evolvedirector.loop.run_folder import RunFolder
-from evolvedirector.store import ImageStore, Sample, Store
 from evolvedirector.loop.run_lock import RunLock
+from evolvedirector.store import ImageStore, Sample, Store
 from evolvedirector.student import Student
 from evolvedirector.teachers import Ledger, build_teacher
 from evolvedirector.teachers.ledger import describe_spend
