@@ -96,13 +96,17 @@ def tidy_leftovers(folder: RunFolder, store: Store) -> list[str]:
     parents = [folder.path, *(parent for pattern in TIDIED for parent in folder.path.glob(pattern))]
     leftovers = [path for parent in parents if parent.is_dir() for path in parent.glob(f"{TMP_PREFIX}*")]
     for path in leftovers:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
     if leftovers:
         done.append(f"removed {len(leftovers)} temporary files left by an interrupted write")
     row = latest_checkpoint(store)
     pointer = folder.path / "checkpoints" / "latest"
     named = pointer.read_text().strip() if pointer.is_file() else None
-    stray = [p for p in folder.path.glob("checkpoints/round-*") if row is None or p.name != Path(row["checkpoint"]).name]
+    committed = None if row is None else Path(row["checkpoint"]).name
+    stray = [path for path in folder.path.glob("checkpoints/round-*") if path.name != committed]
     if row is not None and (named != row["checkpoint"] or stray):
         folder.point_latest_at(row["checkpoint"])  # also removes the checkpoints no committed round names
         done.append(f"checkpoints/latest names {row['checkpoint']}, the store's last committed checkpoint")
