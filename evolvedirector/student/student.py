@@ -14,6 +14,7 @@ turns [-1, 1] pixels into it, so that a trainer can cache the result.
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,17 @@ def build_transformer(size_name: str, sample_size: int, channels: int, caption_c
     return model
 
 
+@contextmanager
+def loading(field: str, location: str):
+    """A model that cannot be read becomes an error that names the config field and the location."""
+    try:
+        yield
+    except OSError as error:
+        reason = " ".join(str(error).split())
+        raise ValueError(f"student.{field}: cannot load {location}: it is not a readable local model folder, and "
+                         f"not in the hub cache (runs never download weights) ({reason[:200]})") from error
+
+
 def starting_transformer(config, sample_size: int, channels: int, caption_channels: int):
     """The transformer a student starts from: fresh, or pretrained weights (student.init_from)."""
     if config.init_from is None:
@@ -63,7 +75,8 @@ def starting_transformer(config, sample_size: int, channels: int, caption_channe
                                  size_conditioning=config.size_conditioning)
     from evolvedirector.student.convert import load_transformer
 
-    model = load_transformer(config.init_from, config.size, sample_size=sample_size)
+    with loading("init_from", config.init_from):
+        model = load_transformer(config.init_from, config.size, sample_size=sample_size)
     found = (model.config.in_channels, model.config.caption_channels)
     if found != (channels, caption_channels):
         raise ValueError(
@@ -102,12 +115,18 @@ class Student:
         """`text_encoder` and `space` (the diffusion's image space) default to the config's."""
         self.config = config
         self.image_size = image_size  # the default square side in pixels; generate() takes others
-        self.space = space or load_image_space(config.vae)
+        if space is None:
+            with loading("vae", config.vae):
+                space = load_image_space(config.vae)
+        self.space = space
         self.channels = self.space.channels
         cell = self.space.pixels_per_cell
         if image_size % cell:
             raise ValueError(f"image size {image_size} is not a multiple of the VAE's downscaling factor {cell}")
-        self.text = text_encoder or TextEncoder(config.text_encoder, max_tokens=config.max_tokens)
+        if text_encoder is None:
+            with loading("text_encoder", config.text_encoder):
+                text_encoder = TextEncoder(config.text_encoder, max_tokens=config.max_tokens)
+        self.text = text_encoder
         self.model = starting_transformer(config, image_size // cell, self.channels, self.text.dim)
         self.size_conditioning = bool(self.model.use_additional_conditions)
         self.ema_model = copy.deepcopy(self.model).requires_grad_(False).eval()
