@@ -185,7 +185,7 @@ def status(run_dir: Path = typer.Argument(..., help="a run folder")) -> None:
 
 
 def _latest_student(run_dir: Path):
-    """The run's student with its latest checkpoint's weights, and that checkpoint's name."""
+    """The run's student with its latest checkpoint's weights, and that checkpoint's round row."""
     from evolvedirector.loop.run_folder import NoStudentYet, RunFolder, load_latest_student
 
     store = _open_store(run_dir)
@@ -193,7 +193,7 @@ def _latest_student(run_dir: Path):
         student, row = load_latest_student(run_dir, RunFolder(run_dir).load_config(), store)
     except (ConfigError, NoStudentYet) as error:
         _fail(str(error))
-    return student, row["checkpoint"]
+    return student, row
 
 
 @app.command()
@@ -233,7 +233,8 @@ def sample(
                 images += pipe(lines[start : start + 64], num_inference_steps=steps, guidance_scale=guidance,
                                height=height, width=width, generator=generator, output_type="np").images
         else:
-            student, source = _latest_student(run_dir)
+            student, row = _latest_student(run_dir)
+            source = row["checkpoint"]
             images = student.generate(lines, seed=seed, steps=steps, guidance=guidance, height=height, width=width)
     except ValueError as error:
         _fail(str(error))
@@ -253,15 +254,57 @@ def export(
     DiffusionPipeline.from_pretrained(OUT, trust_remote_code=True) loads it where evolvedirector
     is installed (its pipeline.py imports the pipeline class from the package); then
     pipe("a red circle on the left", num_inference_steps=20).images[0] is a PIL image.
-    `evolvedirector sample OUT ...` reads it without running any file from it."""
+    `evolvedirector sample OUT ...` reads it without running any file from it. Its README.md is
+    the model card: base weights, teachers, director, data, steps, the run's evaluation, and the
+    license to fill in."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        _fail(f"{out} already exists and is not an empty folder; choose another --out")
-    student, checkpoint = _latest_student(run_dir)
+    from evolvedirector.publish.cards import model_card
+    from evolvedirector.publish.facts import RunFacts
+    from evolvedirector.store.folders import refuse_to_overwrite
     from evolvedirector.student.export import export_student
 
-    export_student(student, out)
-    console.print(f"exported {checkpoint} of {run_dir} to {out}")
+    try:
+        refuse_to_overwrite(out)
+    except FileExistsError as error:
+        _fail(str(error))
+    student, row = _latest_student(run_dir)
+    store = _open_store(run_dir)
+    try:
+        facts = RunFacts.read(run_dir, store, row["round"])
+    finally:
+        store.close()
+    parameters = sum(p.numel() for p in student.ema_model.parameters())
+    export_student(student, out, card=model_card(facts, parameters=parameters))
+    console.print(f"exported {row['checkpoint']} of {run_dir} to {out}")
+
+
+@app.command("export-dataset")
+def export_dataset_command(
+    run_dir: Path = typer.Argument(..., help="a run folder"),
+    out: Path = typer.Option(..., "--out", help="folder to write; must not exist yet (or be empty)"),
+    at_round: int | None = typer.Option(None, "--round", help="the set of this committed round (default: the last)"),
+    with_deleted: bool = typer.Option(
+        False, "--with-deleted", help="also the samples deleted by that round, marked by their round_deleted"
+    ),
+) -> None:
+    """Write the curated set of a round as a Hugging Face imagefolder: the teacher images,
+    metadata.jsonl (prompt, category, teacher, the teachers it was chosen among, rounds added and
+    deleted, operation, parent prompt, the director's verdicts) and the dataset card, README.md.
+
+    datasets.load_dataset("imagefolder", data_dir=OUT) loads it as it is."""
+    from evolvedirector.publish.dataset import DatasetExportError, export_dataset
+    from evolvedirector.publish.facts import NotCommitted
+    from evolvedirector.store.folders import refuse_to_overwrite
+
+    _open_store(run_dir).close()  # a clear error for a folder that is not a run
+    try:
+        refuse_to_overwrite(out)
+        exported = export_dataset(run_dir, out, at_round=at_round, with_deleted=with_deleted)
+    except (FileExistsError, NotCommitted, ConfigError, DatasetExportError) as error:
+        _fail(str(error))
+    deleted = f" and {exported.deleted} deleted by then" if with_deleted else ""
+    console.print(f"wrote the set of round {exported.at_round} of {run_dir} to {out}: {exported.active} images"
+                  f"{deleted}, metadata.jsonl and README.md", highlight=False)
 
 
 @app.command("convert-pth")

@@ -251,7 +251,7 @@ def _rates_table(rates: dict[str, dict[str, dict]], what: str) -> str:
     return _table(["teacher", "category", what, "student preferred", "tie", "teacher preferred"], rows)
 
 
-def _load_eval(run_dir: Path) -> tuple[dict | None, str]:
+def load_eval(run_dir: Path) -> tuple[dict | None, str]:
     path = run_dir / "eval" / "eval.json"
     if not path.is_file():
         return None, "No evaluation yet: `evolvedirector eval RUN_DIR` adds the student against each teacher here."
@@ -419,7 +419,7 @@ def write_report(store: Store, run_dir: Path) -> Path:
     plot_rounds(rounds, plot_path)
     images = _Images(run_dir)
     index = LineageIndex.from_store(store)
-    results, note = _load_eval(run_dir)
+    results, note = load_eval(run_dir)
     teachers = sorted({s.teacher for s in index.samples.values()}
                       | {c["teacher"] for cs in index.candidates.values() for c in cs})
     if results:

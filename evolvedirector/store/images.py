@@ -45,13 +45,17 @@ class ImageStore:
         return digest
 
     def get(self, digest: str) -> np.ndarray:
+        return np.asarray(Image.open(io.BytesIO(self.read_bytes(digest))).convert("RGB"))
+
+    def read_bytes(self, digest: str) -> bytes:
+        """The PNG file's bytes, checked against their hash."""
         target = self.path(digest)
         if not target.exists():
             raise FileNotFoundError(f"image {digest} is missing from {self.root}")
         data = target.read_bytes()
         if hashlib.sha256(data).hexdigest() != digest:
             raise ValueError(f"image file {target} does not match its hash (corrupted on disk)")
-        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        return data
 
     def __contains__(self, digest: str) -> bool:
         return self.path(digest).exists()

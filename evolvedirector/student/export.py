@@ -2,18 +2,17 @@
 
 The folder holds the EMA transformer, the DPM-Solver scheduler the student samples with, the
 text encoder and its tokenizer, the VAE when there is one, model_index.json naming
-EvolveDirectorPipeline, and pipeline.py, two lines that import that class from the installed
-`evolvedirector` package (see evolvedirector/student/pipeline.py for how diffusers loads it).
+EvolveDirectorPipeline, pipeline.py, two lines that import that class from the installed
+`evolvedirector` package (see evolvedirector/student/pipeline.py for how diffusers loads it), and
+README.md, the model card (evolvedirector/publish/cards.py) when one is given.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from evolvedirector.store.folders import staged_folder
 from evolvedirector.student.diffusion import sampling_scheduler
 from evolvedirector.student.pipeline import PIPELINE_MODULE, EvolveDirectorPipeline
 
@@ -33,14 +32,10 @@ def student_pipeline(student) -> EvolveDirectorPipeline:
     )
 
 
-def export_student(student, out: str | Path) -> Path:
-    """Write the folder; it appears complete or not at all (written beside it, then renamed)."""
+def export_student(student, out: str | Path, card: str | None = None) -> Path:
+    """Write the folder, with `card` as its README.md; it appears complete or not at all."""
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"{out} already exists and is not an empty folder; choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_folder(out) as staging:
         student_pipeline(student).save_pretrained(staging)
         index_path = staging / "model_index.json"
         index = json.loads(index_path.read_text())
@@ -49,10 +44,6 @@ def export_student(student, out: str | Path) -> Path:
         index["_class_name"] = [PIPELINE_MODULE, EvolveDirectorPipeline.__name__]
         index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
         (staging / f"{PIPELINE_MODULE}.py").write_text(PIPELINE_FILE)
-        if out.exists():
-            out.rmdir()
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        if card is not None:
+            (staging / "README.md").write_text(card)
     return out

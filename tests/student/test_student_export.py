@@ -160,3 +160,40 @@ def test_convert_pth_command_writes_an_init_from_folder(tmp_path):
     wrong = runner.invoke(app, ["convert-pth", str(tmp_path / "model.pth"), "--out", str(tmp_path / "x"),
                                 "--size", "B/2"])
     assert wrong.exit_code == 2 and "the size asked for is depth 12" in wrong.output
+
+
+def test_the_export_carries_a_model_card(shapes_student, tmp_path):
+    from huggingface_hub import ModelCard
+
+    from evolvedirector.evaluation.stats import outcome_rates
+    from evolvedirector.store import Store
+    from evolvedirector.store.db import RoundRecord
+
+    run_dir = fake_run(tmp_path / "run", shapes_student)
+    store = Store(run_dir / "evolve.db")
+    store.commit_round(RoundRecord(round=1, started_at=time.time(), train_step=40, checkpoint="checkpoints/round-0001",
+                                   metrics={"accuracy": {"object": 0.75, "text": 0.25, "mean": 0.5}, "calls": 30,
+                                            "dollars": 1.2}))
+    store.close()
+    (run_dir / "eval").mkdir()
+    (run_dir / "eval" / "eval.json").write_text(json.dumps({
+        "round": 1, "n_prompts": 4, "prompt_set": "heldout", "items": [], "fid": None,
+        "win_rates": {"atlas": {"all": outcome_rates(["win", "lose", "lose", "tie"], resamples=50)}},
+        "accuracy": {"student": {"object": 0.5, "mean": 0.5}, "atlas": {"object": 1.0, "mean": 1.0}},
+        "frechet": {"feature": "FD-randconv", "values": {"atlas": 12.5}},
+    }))
+    result = runner.invoke(app, ["export", str(run_dir), "--out", str(tmp_path / "exported")])
+    assert result.exit_code == 0, result.output
+    card = ModelCard.load(tmp_path / "exported" / "README.md")
+    assert card.data.license == "FILL-IN"  # the run cannot know it: the user must choose
+    assert (card.data.library_name, card.data.pipeline_tag) == ("diffusers", "text-to-image")
+    parameters = sum(p.numel() for p in shapes_student.ema_model.parameters())
+    text = card.text
+    assert f"size `tiny`, {parameters / 1e6:.2f}M parameters" in text
+    assert "**Initialised from**: a random initialisation" in text
+    assert "the EMA weights of round 1, after 40 optimizer steps" in text
+    assert "atlas: a shapes-world teacher (the project's own renderer), $0.040 an image" in text
+    assert "synthetic judge" in text and "30 teacher calls, $1.20, by the end of round 1" in text
+    assert "| object | text | mean |" in text and "| 0.75 | 0.25 | 0.50 |" in text
+    assert "| atlas | 4 | 0.25 [" in text and "FD-randconv of the student's images against each teacher's" in text
+    assert "## License" in text and "**Fill in** `license`" in text
