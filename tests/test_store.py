@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from evolvedirector.store import BudgetExceeded, ImageStore, NewSample, RoundRecord, Store, VerdictRecord
+from evolvedirector.store.db import ledger_mark_sent
 from evolvedirector.teachers import ImageRequest, Ledger, ShapesTeacher, idempotency_key
 
 
@@ -123,9 +124,10 @@ def test_ledger_reuses_paid_calls_and_finishes_pending_ones_without_paying_twice
     wanted = requests(6)
     first = asyncio.run(Ledger(store, images).buy(teacher, wanted[:4], round=0))
     assert not any(p.reused for p in first)
-    # A crash between reserving a call and recording its result leaves a pending row.
+    # A crash between handing a call to the teacher and recording its result leaves a pending row.
     store.reserve_call(key=idempotency_key("tally", wanted[4]), teacher="tally", prompt=wanted[4].prompt,
                        seed=0, size=32, cost=teacher.cost_per_image, round=0, max_calls=None, max_dollars=None)
+    ledger_mark_sent(store.conn, idempotency_key("tally", wanted[4]))
     again = asyncio.run(Ledger(store, images).buy(teacher, wanted, round=1))
     assert [p.reused for p in again] == [True] * 4 + [False, False]
     assert [p.image_hash for p in again[:4]] == [p.image_hash for p in first]

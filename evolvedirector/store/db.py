@@ -20,6 +20,8 @@ These tables tell the whole story of a run:
   Earlier attempts under the same key count too, at `price` each: `remade`, calls in flight when
   a run died that were made again on resume (possibly billed: the provider may have finished
   them), and `rebought`, images whose files were lost and that were bought again (billed).
+  `sent` tells a call in flight (1: handed to the teacher) from one still waiting for a slot (0),
+  which a run that died never made; NULL in rows older than the column, counted as sent.
 - `teacher_faults`: how many faults of each kind (429, 5xx, timeout, ...) each teacher met.
 - `director_failures`: per round, director calls that got no usable answer, by operation (judge:
   a student-teacher verdict, select, expand, mutate, categorize) and kind (auth, http_5xx,
@@ -146,6 +148,7 @@ ADDED_COLUMNS = (
     ("teacher_calls", "price", "REAL"),  # dollars per attempt; NULL in rows older than the column
     ("teacher_calls", "remade", "INTEGER NOT NULL DEFAULT 0"),
     ("teacher_calls", "rebought", "INTEGER NOT NULL DEFAULT 0"),
+    ("teacher_calls", "sent", "INTEGER"),
 )
 
 
@@ -530,8 +533,8 @@ def ledger_reserve(
     """
     _check_budget(conn, cost, max_calls, max_dollars)
     conn.execute(
-        "INSERT INTO teacher_calls (key, teacher, prompt, seed, size, bucket, status, cost, price, round, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
+        "INSERT INTO teacher_calls (key, teacher, prompt, seed, size, bucket, status, cost, price, round, created_at,"
+        " sent) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, 0)",
         (key, teacher, prompt, seed, size, bucket_text(bucket), cost, cost, round, time.time()),
     )
 
@@ -543,9 +546,15 @@ def ledger_remake(
     the provider may have billed it, so it stays in the spend beside the new attempt."""
     _check_budget(conn, cost, max_calls, max_dollars)
     conn.execute(
-        "UPDATE teacher_calls SET remade = remade + 1, price = COALESCE(price, ?) WHERE key = ? AND status = 'pending'",
+        "UPDATE teacher_calls SET remade = remade + 1, price = COALESCE(price, ?), sent = 0"
+        " WHERE key = ? AND status = 'pending'",
         (cost, key),
     )
+
+
+def ledger_mark_sent(conn: sqlite3.Connection, key: str) -> None:
+    """The call is about to be handed to the teacher: from now on a crash leaves it possibly billed."""
+    conn.execute("UPDATE teacher_calls SET sent = 1 WHERE key = ?", (key,))
 
 
 def ledger_rebuy(
@@ -556,7 +565,7 @@ def ledger_rebuy(
     _check_budget(conn, cost, max_calls, max_dollars)
     conn.execute(
         "UPDATE teacher_calls SET rebought = rebought + 1, price = COALESCE(price, cost), status = 'pending',"
-        " cost = ?, billed = 1, image_hash = NULL, error = NULL, finished_at = NULL, request_id = NULL"
+        " cost = ?, billed = 1, image_hash = NULL, error = NULL, finished_at = NULL, request_id = NULL, sent = 0"
         " WHERE key = ? AND status = 'done'",
         (cost, key),
     )

@@ -7,8 +7,9 @@ For each request the ledger looks up its idempotency key in the store:
   not made again, so a refused prompt is never paid for or retried forever.
 - `pending`: a call was reserved but its result never recorded (a crash mid-call, or a queued
   job that polling gave up on). A queue API's job is collected by its stored request id, never
-  submitted again. Without one, the call is made again; the lost attempt may have been billed,
-  so it stays in the spend as possibly billed (`Store.possibly_billed`), beside the new one.
+  submitted again. Without one, the call is made again. If the dead run had handed it to the
+  teacher (`sent`, written once a slot is free, before the call), that attempt may have been
+  billed: it stays in the spend as possibly billed (`Store.possibly_billed`) beside the new one.
 - absent: reserve it (budget checked and the row written in one transaction), then call.
 
 The provider gets the key too (`CallContext.key`, an Idempotency-Key header over HTTP): one that
@@ -37,8 +38,8 @@ from functools import partial
 
 from evolvedirector.store import BudgetExceeded, ImageStore, Store
 from evolvedirector.store.db import (
-    ledger_count_fault, ledger_finish, ledger_rebuy, ledger_remake, ledger_reserve, ledger_set_request_id,
-    parse_bucket,
+    ledger_count_fault, ledger_finish, ledger_mark_sent, ledger_rebuy, ledger_remake, ledger_reserve,
+    ledger_set_request_id, parse_bucket,
 )
 from evolvedirector.teachers.base import CallContext, ImageRequest, ImageResult, Teacher, idempotency_key
 from evolvedirector.teachers.ledger_writer import LedgerWriter
@@ -93,7 +94,8 @@ class Ledger:
             return list(await asyncio.gather(*(self._buy_one(teacher, r, round) for r in requests)))
 
     async def settle_pending(self, teachers: dict[str, Teacher]) -> int:
-        """Finish the calls a crash left pending, under their own keys (charged once, already)."""
+        """Finish the calls a crash left pending, under their own keys; one the dead run had sent,
+        and that has no request id to collect, is made again (its lost attempt possibly billed)."""
         pending = [row for row in self.store.pending_calls() if row["teacher"] in teachers]
         async with self._writing():
             await asyncio.gather(*(
@@ -116,14 +118,14 @@ class Ledger:
             budget = dict(cost=teacher.cost_per_image, max_calls=self.max_calls, max_dollars=self.max_dollars)
             if row is None:
                 # Reserved (budget checked, row on disk) while waiting for a slot, so that a freed
-                # slot starts its next call at once.
+                # slot has only `sent` to write before its call.
                 write = partial(ledger_reserve, key=key, teacher=teacher.name, prompt=request.prompt,
                                 seed=request.seed, size=request.size, round=round, bucket=request.bucket, **budget)
             elif row["status"] == "done":  # paid for, but its file is gone
                 write = partial(ledger_rebuy, key=key, **budget)
-            elif row["request_id"] is None:  # in flight when a run died: made again
+            elif row["request_id"] is None and row["sent"] != 0:  # in flight when a run died: made again
                 write = partial(ledger_remake, key=key, **budget)
-            else:  # a queued job: collected by its id, nothing new to pay
+            else:  # a queued job, collected by its id, or a call the dead run never made: nothing new to pay
                 write = None
             if write is not None:
                 try:
@@ -134,6 +136,8 @@ class Ledger:
             # Buying a lost image again is a new purchase: the provider gets a key of its own.
             rebought = 0 if row is None else row["rebought"] + (row["status"] == "done")
             async with self._slot(teacher):
+                if row is None or row["request_id"] is None:  # on disk before the teacher may bill it
+                    await self._writer.run(partial(ledger_mark_sent, key=key))
                 result = await self._call(teacher, request, key, row["request_id"] if row else None,
                                           sent_key=provider_key(key, rebought))
             return await self._record(teacher, request, key, result)

@@ -25,13 +25,13 @@ CALLS = 30
 WORKER = Path(__file__).parent / "teachers_crash_worker.py"
 
 
-def ledger_rows(db: Path) -> list[tuple]:
-    """(key, status, request_id) of every ledger row, read as `evolvedirector status` would."""
+def ledger_rows(db: Path, *extra: str) -> list[tuple]:
+    """(key, status, request_id, *extra) of every ledger row, read as `evolvedirector status` would."""
     if not db.exists():
         return []
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
     try:
-        return conn.execute("SELECT key, status, request_id FROM teacher_calls").fetchall()
+        return conn.execute(f"SELECT {', '.join(('key', 'status', 'request_id', *extra))} FROM teacher_calls").fetchall()
     except sqlite3.OperationalError:  # the schema is not there yet
         return []
     finally:
@@ -62,10 +62,10 @@ def test_kill_9_mid_batch_then_resume_pays_each_image_once(tmp_path):
             child.stderr.close()
         assert child.returncode == -signal.SIGKILL, "the batch finished before it could be killed"
 
-        at_kill = ledger_rows(db)
-        ids_at_kill = {key: rid for key, _, rid in at_kill if rid is not None}
-        unnamed_at_kill = sum(status == "pending" and rid is None for _, status, rid in at_kill)
-        assert any(status == "pending" for _, status, _ in at_kill) and ids_at_kill
+        at_kill = ledger_rows(db, "sent")
+        ids_at_kill = {key: rid for key, _, rid, _ in at_kill if rid is not None}
+        unnamed_at_kill = sum(status == "pending" and rid is None and sent for _, status, rid, sent in at_kill)
+        assert any(status == "pending" for _, status, _, _ in at_kill) and ids_at_kill
         submits_at_kill = len(api.submits)
 
         # Resume as the loop does: settle what was pending, then ask for the whole batch again.
@@ -89,7 +89,8 @@ def test_kill_9_mid_batch_then_resume_pays_each_image_once(tmp_path):
         keys = {idempotency_key("qu", r) for r in crash_requests(CALLS)}
         assert {r["key"] for r in rows} == keys
         # The provider deduplicates submits by the key header: it bills each image once. A call
-        # with no request id at the crash was made again, and stays counted as possibly billed.
+        # in flight with no request id at the crash was made again, and stays counted as possibly
+        # billed; one still waiting for a slot was never made, and counts once.
         assert api.billed_jobs() == CALLS
         assert store.possibly_billed() == (unnamed_at_kill, pytest.approx(unnamed_at_kill * 0.02))
         assert store.spend() == (CALLS + unnamed_at_kill, pytest.approx((CALLS + unnamed_at_kill) * 0.02))
@@ -112,7 +113,7 @@ def kill_mid_batch(tmp_path: Path, api: FakeImageAPI, backend: str) -> list[tupl
             child.kill()
             child.wait()
     assert child.returncode == -signal.SIGKILL, "the batch finished before it could be killed"
-    return ledger_rows(db)
+    return ledger_rows(db, "sent")
 
 
 @pytest.mark.parametrize("honour", [False, True])
@@ -122,8 +123,9 @@ def test_calls_in_flight_at_a_kill_are_counted_so_that_the_bill_reconciles(tmp_p
     within [spend - possibly billed, spend]; before, the re-made calls were recorded nowhere."""
     with FakeImageAPI(latency=0.4, honour_idempotency=honour) as api:
         at_kill = kill_mid_batch(tmp_path, api, "openai")
-        pending_at_kill = sum(status == "pending" for _, status, _ in at_kill)
-        assert pending_at_kill > 0
+        pending_at_kill = sum(status == "pending" for _, status, _, _ in at_kill)
+        in_flight_at_kill = sum(status == "pending" and sent for _, status, _, sent in at_kill)
+        assert 0 < in_flight_at_kill <= 6 < pending_at_kill  # 6 slots; the other pending calls never left
         deadline = time.monotonic() + 10
         while api._in_flight and time.monotonic() < deadline:  # the dead run's calls finish (billed)
             time.sleep(0.02)
@@ -137,8 +139,8 @@ def test_calls_in_flight_at_a_kill_are_counted_so_that_the_bill_reconciles(tmp_p
 
         calls, dollars = store.spend()
         possible_calls, possible_dollars = store.possibly_billed()
-        assert (calls, possible_calls) == (CALLS + pending_at_kill, pending_at_kill)
-        assert dollars == pytest.approx(calls * 0.04) and possible_dollars == pytest.approx(pending_at_kill * 0.04)
+        assert (calls, possible_calls) == (CALLS + in_flight_at_kill, in_flight_at_kill)
+        assert dollars == pytest.approx(calls * 0.04) and possible_dollars == pytest.approx(in_flight_at_kill * 0.04)
         billed = api.generated * 0.04
         assert dollars - possible_dollars - 1e-9 <= billed <= dollars + 1e-9
         if honour:

@@ -7,15 +7,18 @@ import asyncio
 import httpx
 import pytest
 
-from evolvedirector.store import ImageStore
+from evolvedirector.store.db import ledger_mark_sent
 from evolvedirector.teachers import ImageRequest, Ledger, idempotency_key
 
 REQUEST = ImageRequest("a red circle", 0, 32)
 
 
-def reserve_as_a_dead_run_did(store, key: str, cost: float = 0.04) -> None:
-    store.reserve_call(key=key, teacher="oa", prompt=REQUEST.prompt, seed=0, size=32, cost=cost, round=0,
+def reserve_as_a_dead_run_did(store, key: str, sent: bool = True) -> None:
+    """The row a run that died left: reserved, and handed to the teacher or still waiting for a slot."""
+    store.reserve_call(key=key, teacher="oa", prompt=REQUEST.prompt, seed=0, size=32, cost=0.04, round=0,
                        max_calls=None, max_dollars=None)
+    if sent:
+        ledger_mark_sent(store.conn, key)
 
 
 @pytest.mark.parametrize("honour", [False, True])
@@ -38,6 +41,14 @@ def test_a_call_in_flight_at_a_crash_is_made_again_and_counted_once_as_possibly_
     # What the provider billed: once if it honours the key, twice if not; within the range either way.
     assert api.generated == (1 if honour else 2)
     assert 0.08 - 0.04 <= api.generated * 0.04 <= 0.08 + 1e-9
+
+
+def test_a_call_the_dead_run_never_sent_is_made_once_and_not_counted_twice(api, store, images, openai_teacher):
+    key = idempotency_key("oa", REQUEST)
+    reserve_as_a_dead_run_did(store, key, sent=False)  # it was waiting for a slot
+    assert asyncio.run(Ledger(store, images).settle_pending({"oa": openai_teacher(api)})) == 1
+    assert store.call(key)["status"] == "done" and api.generated == 1
+    assert store.spend() == (1, pytest.approx(0.04)) and store.possibly_billed() == (0, 0)
 
 
 def test_a_lost_image_behind_a_done_row_is_bought_again_at_its_price(api, store, images, openai_teacher, buy):
