@@ -120,6 +120,8 @@ def model_card(facts: RunFacts, *, parameters: int) -> str:
         f"- **Director**: {facts.director()}.",
         f"- **Budget spent**: {_spend(facts)}.",
         "",
+        "The set by category, and the teacher each image came from:",
+        "",
         _category_table(facts),
         "",
         "## Training",
@@ -158,7 +160,7 @@ def model_card(facts: RunFacts, *, parameters: int) -> str:
 
 
 def _front_matter(fields: dict, license: str | None) -> str:
-    """YAML front matter; an unknown license is a FILL-IN the Hub refuses until it is replaced."""
+    """YAML front matter; a license the run cannot know is a FILL-IN, explained beside it."""
     if license is not None:
         license_lines = f"license: {license}\n"
     else:
