@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -139,6 +140,7 @@ def test_two_runs_on_one_folder_one_buys_the_other_is_refused(tmp_path):
     try:
         while count(db, "teacher_calls") < 30:
             assert first.poll() is None, first.stderr.read().decode()[-2000:]
+            time.sleep(0.01)
         assert count(db, "rounds") == 0  # the first is buying its seed set
         output, _ = second.communicate("go\n", timeout=120)
         assert first.poll() is None, "the first run ended before the second tried: the probe proves nothing"
