@@ -160,7 +160,8 @@ def test_a_failed_export_leaves_no_folder(run_dir, tmp_path):
     image = ImageStore(run / "images").path(victim.image_hash)
     image.write_bytes(image.read_bytes()[:-10])  # a corrupt image: the export must not pass it on
     result = runner.invoke(app, ["export-dataset", str(run), "--out", str(tmp_path / "set")])
-    assert result.exit_code == 2 and f"sample {victim.id}" in result.output and "does not match its hash" in result.output
+    assert result.exit_code == 2, result.output
+    assert f"sample {victim.id}" in result.output and "does not match its hash" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # neither the folder nor its staging copy
 
 
@@ -207,7 +208,8 @@ def test_prompt_file_cards_pass_its_license_on_and_keep_secrets_out(tmp_path, mo
     run = prompt_world_run(tmp_path / "run")
     result = runner.invoke(app, ["export-dataset", str(run), "--out", str(tmp_path / "set")])
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "set" / "PartiPrompts.LICENSE").read_text() == (REPO / "prompts" / "PartiPrompts.LICENSE").read_text()
+    license_text = (REPO / "prompts" / "PartiPrompts.LICENSE").read_text()
+    assert (tmp_path / "set" / "PartiPrompts.LICENSE").read_text() == license_text
     dataset = load(tmp_path / "set", tmp_path / "cache")
     assert dataset["prompt"] == ["a bowl of soup"] and dataset["category"] == ["Food & Beverage"]
     card = DatasetCard.load(tmp_path / "set" / "README.md")

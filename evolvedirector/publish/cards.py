@@ -129,7 +129,8 @@ def model_card(facts: RunFacts, *, parameters: int) -> str:
         f"- **Steps**: {row['train_step']} at batch {config.train.batch_size} over {_rounds(facts)}.",
         f"- **Recipe**: AdamW, lr {config.train.lr:g} (weight decay {config.train.weight_decay:g}, "
         f"{config.train.warmup_steps} warm-up steps), EMA {student.ema_decay:g}, prediction type "
-        f"{student.prediction_type}, {student.beta_schedule} noise schedule, caption dropout {config.train.caption_dropout:g}.",
+        f"{student.prediction_type}, {student.beta_schedule} noise schedule, caption dropout "
+        f"{config.train.caption_dropout:g}.",
         f"- **Sampling**: DPM-Solver, {student.sample_steps} steps, guidance {student.guidance:g}.",
         "",
         "## Evaluation",
@@ -186,8 +187,9 @@ def _rounds(facts: RunFacts) -> str:
     seeds = facts.config.evolve.seed_prompts
     if facts.at_round == 0:
         return f"the seed round ({seeds} random prompts)"
-    return (f"the seed round ({seeds} random prompts) and {facts.at_round} rounds of "
-            f"{facts.config.train.steps_per_round} training steps")
+    rounds = "1 round" if facts.at_round == 1 else f"{facts.at_round} rounds"
+    steps = facts.config.train.steps_per_round
+    return f"the seed round ({seeds} random prompts) and {rounds} of {steps} training steps"
 
 
 def _spend(facts: RunFacts) -> str:

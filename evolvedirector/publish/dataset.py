@@ -106,7 +106,7 @@ def _rows(samples: list[Sample], store: Store, at_round: int) -> list[dict]:
     rows = []
     for sample in samples:
         judged = sorted(verdicts.get(sample.id, []), key=lambda v: v["id"])
-        deleted = sample.round_deleted if sample.round_deleted is not None and sample.round_deleted <= at_round else None
+        gone = sample.round_deleted is not None and sample.round_deleted <= at_round  # a later deletion is not R's
         rows.append({
             "file_name": f"{sample.id:08d}.png",
             "sample_id": sample.id,
@@ -116,7 +116,7 @@ def _rows(samples: list[Sample], store: Store, at_round: int) -> list[dict]:
             "chosen_among": candidates.get(sample.id) or [sample.teacher],
             "operation": sample.operation,
             "round_added": sample.round_added,
-            "round_deleted": deleted,
+            "round_deleted": sample.round_deleted if gone else None,
             "parent_id": sample.parent_id,
             "parent_prompt": prompts.get(sample.parent_id),
             "verdicts": {
