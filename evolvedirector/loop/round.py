@@ -2,10 +2,11 @@
 
 ```
 train the student K steps on D_r
-S = a random select_ratio of D_r, rendered by the student
+S = a random select_ratio of D_r (and those left unjudged last round), rendered by the student
 per prompt in S: the director compares student and teacher (random order)
     teacher wins -> expand: extend_num similar prompts (they inherit the parent's category)
     student wins -> delete; with p = mutation_ratio, mutate: one unrelated prompt
+    no usable verdict -> nothing (counted by kind; judged again next round)
 every proposal goes through the world: accepted, or refused with a reason (kept in the store)
 buy teacher images for the new prompts (several teachers: the director picks the best)
 commit D_{r+1}, every verdict, refusal and its lineage, in one transaction
@@ -70,6 +71,9 @@ async def run_round(run: Evolution, round: int) -> RoundSummary:
 
     # 2. The director looks at a random share of the set, rendered by the student.
     judged = rng.sample(active, max(1, math.ceil(evolve.select_ratio * len(active))))
+    # Those the director could not judge last round are judged again, on top of the random share.
+    again = run.store.unjudged(round - 1)
+    judged = [s for s in active if s.id in again and s not in judged] + judged
     guidance = evolve.render_guidance if evolve.render_guidance is not None else run.config.student.guidance
     renders = run.student.generate([s.prompt for s in judged], seed=round, steps=evolve.render_steps,
                                    guidance=guidance)
@@ -81,6 +85,7 @@ async def run_round(run: Evolution, round: int) -> RoundSummary:
     deleted: list[int] = []
     proposals: list[Proposal] = []
     refusals: list[RefusalRecord] = []
+    unjudged: list[tuple[int, str]] = []  # (sample id, why): no usable verdict
     taken = {run.world.key(s.prompt) for s in active}
     favourites = ({category: max(wins, key=wins.get) for category, wins in run.store.selection_wins().items()}
                   if evolve.expand_with == "best" else {})
@@ -115,7 +120,8 @@ async def run_round(run: Evolution, round: int) -> RoundSummary:
         wins = sum(o.winner == "teacher" for o in outcomes)
         task = progress.add_task(f"round {round}: expand / mutate", total=len(judged), info=f"teacher wins {wins}")
         for sample, render, outcome in zip(judged, renders, outcomes):
-            if outcome.winner is None:  # no usable verdict: no action, and the sample stays in the set
+            if outcome.winner is None:  # no usable verdict: no action; the sample stays, judged next round
+                unjudged.append((sample.id, outcome.failure))
                 progress.update(task, advance=1)
                 continue
             if outcome.winner == "student":
@@ -149,8 +155,8 @@ async def run_round(run: Evolution, round: int) -> RoundSummary:
     checkpoint = run.folder.save_checkpoint(run.trainer, round)
     run.store.commit_round(RoundRecord(
         round=round, started_at=started, new_samples=new_samples, deleted_ids=deleted, verdicts=verdicts,
-        refusals=refusals, director_failures=dict(director.failures), train_step=run.trainer.step,
-        checkpoint=checkpoint, metrics=run.metrics(accuracy, loss),
+        refusals=refusals, director_failures=dict(director.failures), unjudged=unjudged,
+        train_step=run.trainer.step, checkpoint=checkpoint, metrics=run.metrics(accuracy, loss),
     ))
     run.folder.point_latest_at(checkpoint)
     run.tracking.log_round(run.store.rounds()[-1], refused=len(refusals), validation=validation)

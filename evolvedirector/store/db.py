@@ -27,6 +27,8 @@ These tables tell the whole story of a run:
   a student-teacher verdict, select, expand, mutate, categorize) and kind (auth, http_5xx,
   timeout, unparseable, ...; director/failures.py). An unusable verdict is counted here, never
   stored as a verdict, and causes no action: its sample stays in the set.
+- `unjudged`: the samples of a round that got no usable verdict, and why; the next round judges
+  them again (on top of its random share).
 - `ab_votes`: blind human preferences from the A/B page (`evolvedirector ab`): for one prompt,
   the student's image against one teacher's, which side the student was shown on, and the choice.
 
@@ -128,6 +130,12 @@ CREATE TABLE IF NOT EXISTS director_failures (
     count INTEGER NOT NULL,
     PRIMARY KEY (round, operation, kind)
 );
+CREATE TABLE IF NOT EXISTS unjudged (
+    round INTEGER NOT NULL,
+    sample_id INTEGER NOT NULL REFERENCES samples(id),
+    kind TEXT NOT NULL,
+    PRIMARY KEY (round, sample_id)
+);
 CREATE TABLE IF NOT EXISTS ab_votes (
     id INTEGER PRIMARY KEY,
     created_at REAL NOT NULL,
@@ -211,6 +219,7 @@ class RoundRecord:
     refusals: list[RefusalRecord] = field(default_factory=list)
     # (operation, kind) -> director calls that got no usable answer this round
     director_failures: dict[tuple[str, str], int] = field(default_factory=dict)
+    unjudged: list[tuple[int, str]] = field(default_factory=list)  # (sample id, failure kind): no usable verdict
     train_step: int = 0
     checkpoint: str | None = None
     metrics: dict = field(default_factory=dict)
@@ -339,6 +348,11 @@ class Store:
             failures.setdefault(row["round"], {})[row["kind"]] = row["n"]
         return failures
 
+    def unjudged(self, round: int) -> set[int]:
+        """Ids of the samples that got no usable verdict in `round`."""
+        rows = self.conn.execute("SELECT sample_id FROM unjudged WHERE round = ?", (round,))
+        return {row["sample_id"] for row in rows}
+
     def all_refusals(self) -> list[dict]:
         return [dict(row) for row in self.conn.execute("SELECT * FROM refusals ORDER BY id")]
 
@@ -401,6 +415,9 @@ class Store:
                     "INSERT INTO refusals (round, parent_id, operation, reason, proposal) VALUES (?, ?, ?, ?, ?)",
                     (record.round, refusal.parent_id, refusal.operation, refusal.reason, refusal.proposal),
                 )
+            for sample_id, kind in record.unjudged:
+                self.conn.execute("INSERT INTO unjudged (round, sample_id, kind) VALUES (?, ?, ?)",
+                                  (record.round, sample_id, kind))
             for (operation, kind), count in record.director_failures.items():
                 self.conn.execute(
                     "INSERT INTO director_failures (round, operation, kind, count) VALUES (?, ?, ?, ?)",

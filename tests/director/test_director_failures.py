@@ -80,12 +80,17 @@ def test_one_reply_in_eight_unusable_is_counted_and_never_stored_as_a_verdict(tm
     assert {f["kind"] for f in failures} == {"unparseable"}
     judge_failures = {f["round"]: f["count"] for f in failures if f["operation"] == "judge"}
     for r in rounds[1:]:
-        # Judged this round: a select_ratio share of the set before it; the unusable ones are no verdicts.
-        selected = math.ceil(0.2 * len(store.active_samples(at_round=r["round"] - 1)))
-        stored = store.conn.execute("SELECT COUNT(*) FROM verdicts WHERE round = ?", (r["round"],)).fetchone()[0]
-        assert r["judged"] == stored == selected - judge_failures.get(r["round"], 0)
-        # The 8 verdicts of a round are 8 requests in a row: one of them got the unusable reply.
-        assert judge_failures.get(r["round"], 0) >= 1
+        number = r["round"]
+        verdicts = {v["sample_id"] for v in store.all_verdicts() if v["round"] == number}
+        unjudged = store.unjudged(number)
+        # The unusable ones are no verdicts: recorded apart, by sample and kind, and counted.
+        assert r["judged"] == len(verdicts) and not verdicts & unjudged
+        assert len(unjudged) == judge_failures.get(number, 0) >= 1  # 8 requests in a row: one unusable
+        # Judged: a select_ratio share of the set before the round, and those left unjudged before it.
+        selected = math.ceil(0.2 * len(store.active_samples(at_round=number - 1)))
+        again = store.unjudged(number - 1)
+        assert again <= verdicts | unjudged
+        assert selected <= len(verdicts | unjudged) <= selected + len(again)
     # The seed round's selections (3 teachers, 2 comparisons a prompt) met unusable replies too.
     assert any(f["round"] == 0 and f["operation"] == "select" for f in failures)
     # Shown in the round lines, `status` and the report.
