@@ -26,7 +26,7 @@ from evolvedirector.bench import bench_app
 from evolvedirector.config import ConfigError, RunConfig, demo_config_path, load_config
 from evolvedirector.loop.run_folder import RunFolderError
 from evolvedirector.loop.run_lock import RunLock
-from evolvedirector.loop.run_safety import check_run_folder, saved_config
+from evolvedirector.loop.run_safety import check_store_file, saved_config
 
 app = typer.Typer(
     help=(
@@ -127,7 +127,7 @@ def _open_store(run_dir: Path):
     from evolvedirector.store import Store
 
     try:
-        check_run_folder(run_dir)  # damaged, foreign or emptied: refused, never read as a new run
+        check_store_file(run_dir)  # damaged or emptied: refused, never read as a new run
     except RunFolderError as error:
         _fail(str(error))
     if not (Path(run_dir) / "evolve.db").is_file():

@@ -215,13 +215,20 @@ def test_a_foreign_config_yaml_in_out_is_refused_and_kept(tmp_path):
     out.mkdir()
     (out / "config.yaml").write_text("name: my-web-app\nreplicas: 3\n")
     code, output = cli("run", config_file(out, tmp_path))
-    assert_refused_in_one_line(code, output, f"{out / 'config.yaml'} is not an EvolveDirector run's config",
+    assert_refused_in_one_line(code, output, f"{out / 'config.yaml'} is not a valid EvolveDirector run config",
                                "name: Extra inputs are not permitted")
     assert (out / "config.yaml").read_text() == "name: my-web-app\nreplicas: 3\n"
     assert not (out / "evolve.db").exists()
-    with pytest.raises(ValueError, match="is not an EvolveDirector run's config"):  # the loop itself refuses it too
+    with pytest.raises(ValueError, match="is not a valid EvolveDirector run config"):  # the loop itself refuses it too
         Evolution(parse_config(tiny_config(out)))
     assert (out / "config.yaml").read_text() == "name: my-web-app\nreplicas: 3\n"
+
+
+def test_a_run_whose_config_became_invalid_is_not_resumed_but_still_shown(run_dir, tmp_path):
+    (run_dir / "config.yaml").write_text("name: my-web-app\n")
+    assert_refused_in_one_line(*cli("run", config_file(run_dir, tmp_path)), "is not a valid EvolveDirector run config")
+    code, output = cli("status", run_dir)
+    assert code == 0 and "rounds committed: 2" in output, output
 
 
 def test_a_missing_image_of_the_active_set_is_named_instead_of_failing_every_resume(run_dir, tmp_path):

@@ -3,7 +3,8 @@ emptied folder is refused instead of being restarted over, and a killed run's le
 
 Refused, each with one line naming the file (`RunFolderError`):
 - an `evolve.db` that is not SQLite, or fails SQLite's `quick_check` (truncated, overwritten);
-- a `config.yaml` that is not an EvolveDirector run's;
+- a `config.yaml` that is not a valid EvolveDirector run config (checked by writers only: `status`
+  reads a run whatever its config);
 - a store that is missing or empty while the folder holds a previous run's images, checkpoints
   or round grids (starting over would buy every image again and lose the run's history);
 - a committed checkpoint, or an image of the active set, that is missing from disk.
@@ -44,15 +45,21 @@ def saved_config(run_dir: Path) -> RunConfig | None:
     except ConfigError as error:
         lines = str(error).splitlines()
         reason = "; ".join(line.strip() for line in lines[1:]) or lines[0]
-        raise RunFolderError(f"{path} is not an EvolveDirector run's config ({reason}); "
-                             "move it away or choose another --out") from None
+        raise RunFolderError(f"{path} is not a valid EvolveDirector run config ({reason}); fix or move it, "
+                             "or choose another --out") from None
 
 
 def check_run_folder(run_dir: Path) -> None:
-    """Refuse a folder whose store is damaged, whose config is foreign, or whose store is empty
-    while the rest of a run is there. Reads only: safe beside a live run."""
-    run_dir = Path(run_dir)
+    """What a writer checks: the folder's config is this run's (or none yet) and its store is
+    whole (`check_store_file`)."""
     saved_config(run_dir)
+    check_store_file(run_dir)
+
+
+def check_store_file(run_dir: Path) -> None:
+    """Refuse a folder whose store is damaged, or empty while the rest of a run is there. Reads
+    only: safe beside a live run."""
+    run_dir = Path(run_dir)
     db = run_dir / STORE_FILE
     if db.is_file() and db.stat().st_size > 0:
         with db.open("rb") as handle:
