@@ -33,8 +33,9 @@ These tables tell the whole story of a run:
   the student's image against one teacher's, which side the student was shown on, and the choice.
 
 The loop is the only writer of the dynamic set (WAL mode lets readers such as `evolvedirector
-status` look at a live run without blocking it); `evolvedirector eval` adds ledger rows and the
-A/B page adds votes, each in short transactions that wait for the loop's (busy timeout).
+status` look at a live run without blocking it); `evolvedirector eval` adds ledger rows (never
+beside a live loop: both hold the run folder's lock, loop/run_lock.py) and the A/B page adds votes
+beside it, each in short transactions that wait for the other's (busy timeout).
 
 Schema changes are additive only (`CREATE ... IF NOT EXISTS` and `ADDED_COLUMNS`, run on every
 open), so a store written by an older version opens unchanged and gains the new tables and columns.
