@@ -45,6 +45,39 @@ from evolvedirector.bench.judge import judge_bench  # noqa: E402
 
 app.command("judge-bench")(judge_bench)
 console = Console(soft_wrap=True)  # long paths and round lines stay on one line in logs
+DEBUG_VARIABLE = "EVOLVEDIRECTOR_DEBUG"
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(
+    False, "--debug", envvar=DEBUG_VARIABLE, help="on a failure, show the traceback instead of one line"
+)) -> None:
+    if debug:
+        os.environ[DEBUG_VARIABLE] = "1"  # read by main() once the command has failed
+
+
+def main() -> None:
+    """The `evolvedirector` command: a failure is one line that names its cause, exit code 2 for bad
+    input (a config field, a file, a folder, a value) and 1 for anything else; `--debug` shows the
+    traceback instead."""
+    try:
+        app()
+    except Exception as error:
+        if os.environ.get(DEBUG_VARIABLE):
+            raise
+        console.print(f"[bold red]error:[/bold red] {one_line(error)}", highlight=False)
+        console.print("(`evolvedirector --debug COMMAND ...` shows where it happened)", style="dim", highlight=False)
+        bad_input = isinstance(error, (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+                                       PermissionError))
+        raise SystemExit(2 if bad_input else 1) from None
+
+
+def one_line(error: BaseException, limit: int = 400) -> str:
+    """The message as one line; a library's own error type is named, since its words may not say it."""
+    text = " ".join(str(error).split()) or "(no message)"
+    if type(error) is not ValueError and not type(error).__module__.startswith("evolvedirector"):
+        text = f"{type(error).__name__}: {text}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _fail(message: str) -> None:
@@ -402,4 +435,4 @@ def ab_command(
 
 
 if __name__ == "__main__":
-    app()
+    main()

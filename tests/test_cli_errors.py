@@ -1,0 +1,54 @@
+"""A failing command prints one line that names the cause, exits with 2 for bad input, and shows
+the traceback only with --debug (the installed command's entry point, in a subprocess)."""
+
+import os
+import subprocess
+import sys
+
+import yaml
+
+from evolvedirector.cli import one_line
+
+
+def evolvedirector(*args, cwd):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("EVOLVEDIRECTOR_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "evolvedirector.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def config_file(tmp_path, name="run", **fields):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"out": str(tmp_path / name), "budget": {"max_rounds": 1}, **fields}))
+    return path
+
+
+def test_a_failure_past_validation_is_one_line_naming_the_field_with_exit_code_2(tmp_path):
+    # A hub id shaped like org/name passes the config's checks and fails when the model loads.
+    config = config_file(tmp_path, student={"text_encoder": "nobody/no-such-t5"})
+    result = evolvedirector("run", str(config), cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in result.stderr
+    assert lines[0].startswith("error: ") and "student.text_encoder: cannot load nobody/no-such-t5" in lines[0]
+    assert "--debug" in lines[1]
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("")
+    config = config_file(tmp_path, "open", world={"name": "prompts", "prompts": str(prompts)})
+    result = evolvedirector("run", str(config), cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout.startswith(f"error: {prompts}")
+    assert "Traceback" not in result.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    config = config_file(tmp_path, student={"text_encoder": "nobody/no-such-t5"})
+    result = evolvedirector("--debug", "run", str(config), cwd=tmp_path)
+    assert result.returncode == 1  # Python's own exit code for an uncaught exception
+    assert "Traceback (most recent call last)" in result.stderr and "student.text_encoder" in result.stderr
+
+
+def test_one_line_names_a_library_error_and_cuts_long_messages():
+    assert one_line(OSError("no such\n  file")) == "OSError: no such file"
+    assert one_line(ValueError("seed: too big")) == "seed: too big"
+    assert len(one_line(RuntimeError("x" * 5000))) == 400
