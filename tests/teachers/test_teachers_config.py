@@ -14,7 +14,7 @@ teachers:
   - {name: atlas}                        # a shapes-world teacher (backend: shapes is the default)
   - name: sdxl
     backend: diffusers
-    model: /models/sdxl                  # a folder, or a hub id when one is reachable
+    model: stabilityai/stable-diffusion-xl-base-1.0  # a hub id in the hub cache, or a local folder
     devices: [cuda:0, cuda:1]            # one pipeline per device
     dtype: float16
     steps: 30
