@@ -26,7 +26,7 @@ from evolvedirector.bench import bench_app
 from evolvedirector.config import ConfigError, RunConfig, demo_config_path, load_config
 from evolvedirector.loop.run_folder import RunFolderError
 from evolvedirector.loop.run_lock import RunLock
-from evolvedirector.loop.run_safety import check_store_file, saved_config
+from evolvedirector.loop.run_safety import check_store_file, has_started, saved_config
 
 app = typer.Typer(
     help=(
@@ -86,13 +86,14 @@ def _fail(message: str) -> None:
 
 
 def _resolve(config: RunConfig) -> RunConfig:
-    """An existing run resumes with its own saved config; only the budget may be raised."""
+    """An existing run resumes with its own saved config; only the budget may be raised. A start
+    that failed before it bought or trained anything takes the command's (corrected) config."""
     try:
         previous = saved_config(config.out)
+        if previous is None or not has_started(config.out):
+            return config
     except RunFolderError as error:
         _fail(str(error))
-    if previous is None:
-        return config
     if previous.model_dump(exclude={"budget"}) != config.model_dump(exclude={"budget"}):
         console.print(f"[yellow]note:[/yellow] {config.out} exists; resuming with its saved config.yaml "
                       "(only the budget is taken from this command)")
@@ -102,16 +103,16 @@ def _resolve(config: RunConfig) -> RunConfig:
 
 def _evolve(config: RunConfig) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download weights at run time
+    from evolvedirector.director import DirectorError
     from evolvedirector.loop import Evolution  # heavy imports only when a run starts
     from evolvedirector.loop.tracking import TrackerUnavailable
 
     config = _resolve(config)
     try:
+        # DirectorError here: the director cannot be set up (an unset key variable, a missing model).
         evolution = Evolution(config, console=console)
-    except (TrackerUnavailable, RunFolderError) as error:
+    except (TrackerUnavailable, RunFolderError, DirectorError) as error:
         _fail(str(error))
-    from evolvedirector.director import DirectorError
-
     try:
         evolution.run()
     except DirectorError as error:  # a director that never answers: one line; the run resumes once fixed

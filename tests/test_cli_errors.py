@@ -52,3 +52,27 @@ def test_one_line_names_a_library_error_and_cuts_long_messages():
     assert one_line(OSError("no such\n  file")) == "OSError: no such file"
     assert one_line(ValueError("seed: too big")) == "seed: too big"
     assert len(one_line(RuntimeError("x" * 5000))) == 400
+
+
+def test_a_start_that_failed_before_buying_takes_the_corrected_config(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from evolvedirector.cli import app
+    from test_loop import tiny_config
+
+    monkeypatch.delenv("CLI_ERRORS_UNSET_KEY", raising=False)
+    broken = tiny_config(tmp_path / "run", max_rounds=0)
+    broken["director"] = {"backend": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m",
+                          "api_key_env": "CLI_ERRORS_UNSET_KEY"}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(broken))
+    first = CliRunner().invoke(app, ["run", str(path)])
+    assert first.exit_code == 2 and first.output.startswith("error: director.api_key_env: the environment variable "
+                                                             "CLI_ERRORS_UNSET_KEY is not set")
+    assert (tmp_path / "run" / "config.yaml").is_file()  # written before the director failed
+
+    path.write_text(yaml.safe_dump(tiny_config(tmp_path / "run", max_rounds=0)))  # the shapes director
+    second = CliRunner().invoke(app, ["run", str(path)])
+    assert second.exit_code == 0, second.output
+    assert "resuming with its saved config" not in second.output
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["director"]["backend"] == "shapes"

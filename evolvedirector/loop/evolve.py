@@ -43,6 +43,15 @@ class Evolution:
         self.console = console or Console()
         self.folder = RunFolder(Path(config.out))
         self.lock = RunLock(self.folder.path).acquire()  # one writer per run folder, until run() ends
+        try:
+            self._set_up(config)
+        except BaseException:  # the folder is free again for the corrected command (or the next test)
+            if hasattr(self, "store"):
+                self.store.close()
+            self.lock.release()
+            raise
+
+    def _set_up(self, config: RunConfig) -> None:
         self.store, self.images = self._open_run_folder()
         self.teachers = {t.name: build_teacher(t) for t in config.teachers}
         self.ledger = Ledger.for_run(self.store, self.images, config.budget)
@@ -76,7 +85,6 @@ class Evolution:
         except BaseException:
             if store is not None:
                 store.close()
-            self.lock.release()
             raise
         for done in run_safety.tidy_leftovers(self.folder, store):
             self.console.print(f"note: {done}", highlight=False)

@@ -56,6 +56,14 @@ def check_run_folder(run_dir: Path) -> None:
     check_store_file(run_dir)
 
 
+def has_started(run_dir: Path) -> bool:
+    """Whether the folder's store holds anything a run wrote: a run that failed before buying or
+    training anything has not started, and takes a corrected config. A damaged store is refused."""
+    check_store_file(run_dir)
+    db = Path(run_dir) / STORE_FILE
+    return db.is_file() and db.stat().st_size > 0 and _has_history(db)
+
+
 def check_store_file(run_dir: Path) -> None:
     """Refuse a folder whose store is damaged, or empty while the rest of a run is there. Reads
     only: safe beside a live run."""
