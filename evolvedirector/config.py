@@ -522,7 +522,9 @@ class ConfigError(ValueError):
 def format_validation_error(error: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]
     for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        # A key pasted where a field name goes would otherwise be printed back as that field's name.
+        where = ".".join("(a key-like name)" if looks_like_a_key(str(part)) else str(part)
+                         for part in item["loc"]) or "(top level)"
         lines.append(f"  {where}: {item['msg']}")
     return "\n".join(lines)
 

@@ -100,3 +100,10 @@ def test_the_run_command_refuses_it_in_one_line_and_writes_nothing(tmp_path):
     assert "teachers.0.queue.base_url" in result.output and "'token'" in result.output
     assert SECRET not in result.output
     assert not out.exists()
+
+
+def test_a_key_pasted_as_a_field_name_is_not_printed_back():
+    for data in ({f"sk-live-{SECRET}": 1}, {"teachers": [openai_teacher(**{f"Bearer {SECRET}": 1})]}):
+        with pytest.raises(ConfigError) as error:
+            parse_config(data, "pasted.yaml")
+        assert SECRET not in str(error.value) and "(a key-like name): Extra inputs are not permitted" in str(error.value)
