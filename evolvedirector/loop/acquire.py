@@ -2,7 +2,8 @@
 
 Every call goes through the ledger (never paid twice, budgets checked before each call); all
 calls are in flight at once and the ledger bounds their concurrency. Where several teachers
-drew a prompt, the director picks the best image (selection).
+drew a prompt, the director picks the best image (selection), every selection in flight at once
+(the director bounds its concurrency).
 """
 
 from __future__ import annotations
@@ -51,20 +52,23 @@ async def buy_and_select(
             return [purchase for [purchase] in bought if purchase.image_hash is not None]
 
         purchases = await asyncio.gather(*(buy_all(p) for p in proposals))
-        task = progress.add_task(f"round {round}: selection", total=len(proposals), info="")
-        new_samples = []
-        for proposal, bought in zip(proposals, purchases):
+        bought = [(proposal, images_bought) for proposal, images_bought in zip(proposals, purchases)
+                  if images_bought]  # none: the budget was spent before this prompt could be bought
+        task = progress.add_task(f"round {round}: selection", total=len(bought), info="")
+
+        async def choose(proposal: Proposal, candidates: list) -> NewSample:
+            chosen = candidates[0]
+            if len(candidates) > 1:
+                pictures = [images.get(p.image_hash) for p in candidates]
+                chosen = candidates[await select_best(director, proposal.prompt, pictures, rng)]
             progress.update(task, advance=1)
-            if not bought:
-                continue  # budget spent before this prompt could be bought
-            chosen = bought[0]
-            if len(bought) > 1:
-                candidates = [images.get(p.image_hash) for p in bought]
-                chosen = bought[await select_best(director, proposal.prompt, candidates, rng)]
-            new_samples.append(NewSample(
+            return NewSample(
                 prompt=proposal.prompt, domain=proposal.category, operation=proposal.operation,
                 teacher=chosen.teacher, image_hash=chosen.image_hash, parent_id=proposal.parent_id,
-                candidates=[(p.teacher, p.image_hash) for p in bought] if len(bought) > 1 else [],
+                candidates=[(p.teacher, p.image_hash) for p in candidates] if len(candidates) > 1 else [],
                 bucket=proposal.bucket,
-            ))
-    return new_samples
+            )
+
+        # Every selection in flight at once, started in proposal order (each draws from rng first).
+        new_samples = await asyncio.gather(*(choose(proposal, candidates) for proposal, candidates in bought))
+    return list(new_samples)

@@ -26,6 +26,8 @@ class RoundSummary:
     accuracy: dict = field(default_factory=dict)
     loss: float | None = None
     director: Tally = field(default_factory=Tally)  # the round's director calls, and those that failed
+    steps: int = 0  # training steps of the round
+    train_seconds: float = 0.0  # time inside those steps
 
 
 def progress_bar(console: Console) -> Progress:

@@ -7,6 +7,10 @@ round itself is one function in `loop/round.py`.
 Crash safety: teacher calls are recorded in the ledger as they happen (never paid twice); the
 round's edits, its checkpoint and its metrics become visible together when its row commits. A
 run restarted on the same folder resumes after the last committed round.
+
+`evolve.overlap` picks the round: `run_round` (serial: train, then the director's work) or
+`overlapped_round` (async: a `BackgroundTrainer` trains on in its own thread, started at the
+first round after the seed round and stopped when the run stops).
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ from evolvedirector.director import build_director
 from evolvedirector.director.failures import Tally, never_answered
 from evolvedirector.evaluation.report import write_report
 from evolvedirector.loop import plan, run_safety, threads, tracking
+from evolvedirector.loop.background import BackgroundTrainer
 from evolvedirector.loop.console import RoundSummary, print_round, progress_bar
-from evolvedirector.loop.round import run_round, seed_round
+from evolvedirector.loop.round import overlapped_round, run_round, seed_round
 from evolvedirector.loop.run_folder import RunFolder
 from evolvedirector.loop.run_lock import RunLock
 from evolvedirector.store import ImageStore, Sample, Store
@@ -109,18 +114,30 @@ class Evolution:
             if chosen:
                 self.console.print(chosen, highlight=False)
         durations: list[float] = []  # of the training rounds run here, for the time left
-        while (reason := self._stop_reason(round)) is None:
-            self.director.reseed(self.config.seed * 7919 + round)
-            summary = await (seed_round(self) if round == 0 else run_round(self, round))
-            summaries.append(summary)
-            if round > 0:
-                durations.append(summary.seconds)
-            print_round(self.console, summary, self.world.categories, left=plan.time_left(self.config, round, durations))
-            write_report(self.store, self.folder.path)
-            if summary.director.failed_every_call():  # committed and shown; then stop with one line
-                await self.director.aclose()
-                raise never_answered(self.director.where(), f"round {round}", summary.director)
-            round += 1
+        training: BackgroundTrainer | None = None  # the asynchronous round's trainer, once started
+        try:
+            while (reason := self._stop_reason(round)) is None:
+                self.director.reseed(self.config.seed * 7919 + round)
+                if round == 0:
+                    summary = await seed_round(self)
+                elif self.config.evolve.overlap == "async":
+                    training = training or self._start_background_training()
+                    summary = await overlapped_round(self, round, training)
+                else:
+                    summary = await run_round(self, round)
+                summaries.append(summary)
+                if round > 0:
+                    durations.append(summary.seconds)
+                print_round(self.console, summary, self.world.categories,
+                            left=plan.time_left(self.config, round, durations))
+                write_report(self.store, self.folder.path)
+                if summary.director.failed_every_call():  # committed and shown; then stop with one line
+                    await self.director.aclose()
+                    raise never_answered(self.director.where(), f"round {round}", summary.director)
+                round += 1
+        finally:
+            if training is not None:
+                training.stop()
         await self.director.aclose()
         self.tracking.end()
         self.console.print(f"[bold]stopped[/bold]: {reason}. Run folder: {self.folder.path}", soft_wrap=True)
@@ -178,6 +195,13 @@ class Evolution:
 
             return self.trainer.train_on_samples(samples, steps, version=self.store.last_round(), on_step=on_step)
 
+    def _start_background_training(self) -> BackgroundTrainer:
+        """The trainer in its own thread, on the last committed version, with the thread count
+        chosen now (the count is not chosen again while it trains)."""
+        threads = self.config.threads or self.training_threads or torch.get_num_threads()
+        return BackgroundTrainer(self.trainer, self.student, self.config.train.steps_per_round,
+                                 self.store.last_round(), self.store.active_samples(), threads).start()
+
     def _choose_threads(self) -> str | None:
         """With `threads` unset on a CPU: train with the thread count fastest now (loop/threads.py).
         Returns the line saying so when the count changes."""
@@ -198,17 +222,18 @@ class Evolution:
             return [favourites[parent.domain]]
         return [parent.teacher]
 
-    def render_validation(self) -> tuple[list[str], list[np.ndarray]]:
-        """The validation prompts drawn by the student at the run's seed, once a round: every held-out
-        prompt where the world grades them, else the first few when a tracker shows them; none when
-        neither wants them."""
+    def render_validation(self, student: Student | None = None) -> tuple[list[str], list[np.ndarray]]:
+        """The validation prompts drawn by the student (or a snapshot of it) at the run's seed, once
+        a round: every held-out prompt where the world grades them, else the first few when a
+        tracker shows them; none when neither wants them."""
+        student = student or self.student
         if self.config.evolve.evaluate_every_round and self.world.graded:
             prompts = list(self.world.heldout)
         elif self.tracking.on:
             prompts = list(self.world.heldout[:tracking.UNGRADED_PROMPTS])
         else:
             return [], []
-        return prompts, self.student.generate(prompts, seed=self.config.seed)
+        return prompts, student.generate(prompts, seed=self.config.seed)
 
     def evaluate(self, prompts: list[str], renders: list[np.ndarray]) -> dict[str, float]:
         """Held-out accuracy of `render_validation`'s images where the world grades exactly (the shapes
@@ -222,11 +247,13 @@ class Evolution:
         return {"accuracy": accuracy, "loss": loss, "calls": calls, "dollars": dollars}
 
     def summary(self, round: int, started: float, accuracy: dict, loss: float | None = None,
-                refused: int = 0, director: Tally | None = None) -> RoundSummary:
+                refused: int = 0, director: Tally | None = None, steps: int = 0,
+                train_seconds: float = 0.0) -> RoundSummary:
         row = self.store.rounds()[-1]
         calls, dollars = self.store.spend()
         return RoundSummary(
             round=round, set_size=row["set_size"], judged=row["judged"], teacher_wins=row["teacher_wins"],
             added=row["added"], deleted=row["deleted"], mutated=row["mutated"], refused=refused, calls=calls,
             dollars=dollars, seconds=time.time() - started, accuracy=accuracy, loss=loss, director=director or Tally(),
+            steps=steps, train_seconds=train_seconds,
         )

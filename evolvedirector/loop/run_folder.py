@@ -44,13 +44,14 @@ class RunFolder:
     def load_config(self) -> RunConfig:
         return load_config(self.path / "config.yaml", overrides={"out": str(self.path)})
 
-    def save_checkpoint(self, trainer, round: int) -> str:
-        """The trainer's state as checkpoints/round-RRRR; returns that path, relative to the run."""
+    def save_checkpoint(self, trainer, round: int, state: dict | None = None) -> str:
+        """The trainer's state (now, or a `Trainer.state()` taken earlier) as
+        checkpoints/round-RRRR; returns that path, relative to the run."""
         relative = f"checkpoints/round-{round:04d}"
         final = self.path / relative
         tmp = self.path / "checkpoints" / f".tmp-round-{round:04d}"
         shutil.rmtree(tmp, ignore_errors=True)
-        trainer.save(tmp)
+        trainer.save(tmp, state)
         shutil.rmtree(final, ignore_errors=True)  # left by a crash between save and commit
         fsync_tree(tmp)  # torch and safetensors do not fsync: a power cut could commit empty files
         rename_durably(tmp, final)

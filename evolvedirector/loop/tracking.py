@@ -95,6 +95,7 @@ class Tracking:
     """A run's trackers, or nothing at all when `log_with` is empty."""
 
     def __init__(self, trainer, config: RunConfig, project: str):
+        self.trainer = trainer
         self.accelerator = trainer.accelerator
         self.on = bool(config.log_with)
         if self.on:
@@ -105,8 +106,14 @@ class Tracking:
         (prompts, renders) as a grid."""
         if not self.on:
             return
+        with self.trainer.log_lock:  # a trainer training on in another thread logs too
+            self._log_round(row, refused, validation)
+
+    def _log_round(self, row: dict, refused: int, validation: tuple[list[str], list[np.ndarray]]) -> None:
         prompts, renders = validation
-        step = row["train_step"] or 0
+        # The round's last step; in the asynchronous loop the trainer may have logged later steps
+        # already, and trackers such as W&B drop a step lower than one logged before.
+        step = max(row["train_step"] or 0, self.trainer.logged_step)
         metrics = row["metrics"]
         values = {
             "round/round": row["round"], "round/set_size": row["set_size"], "round/judged": row["judged"],
@@ -128,6 +135,7 @@ class Tracking:
             # Markdown for TensorBoard's text tab: the grid's prompts in reading order.
             values["validation/prompts"] = "\n".join(f"{i}. {prompt}" for i, prompt in enumerate(prompts[:len(shown)], 1))
         self.accelerator.log(values, step=step)  # last: TensorBoard's writer flushes here, images included
+        self.trainer.logged_step = step
 
     def end(self) -> None:
         if self.on:

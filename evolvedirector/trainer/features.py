@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -73,6 +74,9 @@ class FeatureCache:
         self.memory_bytes = memory_bytes
         self._held = 0
         self.stats: Counter[str] = Counter()  # hit, computed, and why: missing, corrupt, stale, collision
+        # The asynchronous loop renders captions in its own thread while the trainer reads them in
+        # another: one at a time, which also keeps a tokenizer from being used by two at once.
+        self._lock = threading.RLock()
 
     def path(self, kind: str, key: str) -> Path:
         assert self.root is not None
@@ -84,6 +88,10 @@ class FeatureCache:
     ) -> list[dict[str, torch.Tensor]]:
         """The features of `sources` (one dict of tensors each); the missing ones are computed
         together, in one call of `compute`, and stored."""
+        with self._lock:
+            return self._get_or_compute(kind, identity, sources, compute)
+
+    def _get_or_compute(self, kind, identity, sources, compute) -> list[dict[str, torch.Tensor]]:
         keys = [feature_key(kind, identity, source) for source in sources]
         found: dict[str, dict[str, torch.Tensor]] = {}
         missing: dict[str, str] = {}  # key -> source, each once

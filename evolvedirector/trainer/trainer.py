@@ -21,13 +21,20 @@ Determinism, which makes resumes exact: every random draw of a step (which sampl
 noise, which timesteps, which captions are dropped) comes from generators seeded by (seed,
 step[, rank]) alone, so the step is the whole data position. The set is agreed at each call of
 `train_on_samples`: the main process's version is broadcast, so every process switches to the
-same version at the same step. Only the main process writes checkpoints.
+same version at the same step. A caller that follows a live set (loop/background.py, `launch
+--follow`) passes `until`: asked before each step on the main process, its answer broadcast, so
+every process leaves at the same step boundary, to come back with the newer version. Only the
+main process writes checkpoints.
+
+`train_seconds` sums the host time spent inside training steps (what `bench loop` calls busy).
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import shutil
+import threading
 import statistics
 import time
 from collections import Counter
@@ -208,6 +215,11 @@ class Trainer:
         self.ema = EMA(trained, shadows, student.config.ema_decay, foreach=foreach_ema)
         self.step = 0
         self.version: int | None = None  # the set version trained on last
+        self.train_seconds = 0.0  # host time inside training steps, summed
+        # Trackers take one step number at a time, rising: the loop logs a round from its own thread
+        # beside a trainer that trains on in another (loop/tracking.py).
+        self.log_lock = threading.Lock()
+        self.logged_step = 0
         self.batch_log: list[dict] | None = None  # set to a list to record (step, version, rank, ids)
 
     @property
@@ -251,10 +263,12 @@ class Trainer:
         return self._train(data, steps, on_step, buckets=(size,))
 
     def train_on_samples(self, samples: list, steps: int, *, version: int | None = None,
-                         on_step: Callable[[float], None] | None = None) -> float:
+                         on_step: Callable[[float], None] | None = None,
+                         until: Callable[[], bool] | None = None) -> float:
         """`steps` optimizer steps on one version of the store's set (samples with id, prompt and
-        image_hash). Under several processes the main process's (version, samples) is used by
-        all: they switch versions together, at this step."""
+        image_hash), or fewer: it stops at the first step boundary where `until()` (asked on the
+        main process) is true. Under several processes the main process's (version, samples) is
+        used by all: they switch versions together, at this step."""
         if self.image_features is None:
             raise ValueError("Trainer was built without an image store; pass images=ImageStore(...)")
         rows = [(s.id, s.prompt, s.image_hash, s.domain) for s in samples]
@@ -270,15 +284,19 @@ class Trainer:
             weights = [1.0 / per_domain[domain] for *_, domain in rows]
         data = TrainingSet(version, [i for i, *_ in rows], [p for _, p, *_ in rows], sizes,
                            lambda index, bucket: self.image_features.get([hashes[i] for i in index], bucket), weights)
-        return self._train(data, steps, on_step, buckets=self.buckets())
+        return self._train(data, steps, on_step, buckets=self.buckets(), until=until)
 
-    def _train(self, data: TrainingSet, steps: int, on_step, buckets) -> float:
+    def _train(self, data: TrainingSet, steps: int, on_step, buckets, until=None) -> float:
         sampler = BucketBatchSampler(data.sizes, buckets, self.config.batch_size,
                                      self.accelerator.num_processes, self.seed, weights=data.weights)
         self.version = data.version
         self.model.train()
         losses = self.loss_reader(self._logging_steps(on_step))
+        done = 0
         for _ in range(steps):
+            if until is not None and self._from_main(until() if self.is_main else None):
+                break
+            started = time.perf_counter()
             # This process's slice of the step's global batch, all of one shape.
             bucket, index = sampler.local_batch(self.step, self.rank)
             index = index.tolist()
@@ -288,10 +306,12 @@ class Trainer:
                 self.batch_log.append({"step": self.step, "version": data.version, "rank": self.rank,
                                        "bucket": list(bucket), "ids": [data.ids[i] for i in index]})
             losses.add(self.optimizer_step(x, prompts))  # read to the host every sync_every steps
+            self.train_seconds += time.perf_counter() - started
+            done += 1
         losses.flush()
         if self.fsdp:
             self.sync_ema()  # the student draws with the EMA: give it the gathered weights
-        return losses.total / max(steps, 1)
+        return losses.total / max(done, 1)
 
     def loss_reader(self, on_step: Callable[[float], None] | None = None) -> LossReader:
         """How `_train` (and `bench train`) read the step losses: every `sync_every` steps."""
@@ -306,7 +326,9 @@ class Trainer:
 
         def log(loss: float) -> None:
             step = next(steps)
-            self.accelerator.log({"train/loss": loss, "train/lr": self.lr_at(step)}, step=step)
+            with self.log_lock:
+                self.accelerator.log({"train/loss": loss, "train/lr": self.lr_at(step)}, step=step)
+                self.logged_step = step
             if on_step is not None:
                 on_step(loss)
 
@@ -362,24 +384,32 @@ class Trainer:
 
     # -- checkpoints -----------------------------------------------------------------------
 
-    def save(self, folder: Path) -> None:
-        """Write a checkpoint to `folder` (see `checkpoint.py`). Every process calls it (gathering
-        sharded state is collective); the main process writes."""
-        model_state, optimizer_state = get_state_dict(
-            self.model, self.raw_optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
-        )
-        ema_state = self._ema_state(model_state)
-        rng = gather_object([ckpt.rng_state()]) if self.accelerator.num_processes > 1 else [ckpt.rng_state()]
+    def save(self, folder: Path, state: dict | None = None) -> None:
+        """Write a checkpoint to `folder` (see `checkpoint.py`): the trainer as it is now, or a
+        `state()` taken earlier. Every process calls it (gathering sharded state is collective);
+        the main process writes."""
+        if state is None:
+            state = self.state()
         if self.is_main:
             folder = Path(folder)
             unwrapped = self.accelerator.unwrap_model(self.model)
-            ckpt.write_model_folder(unwrapped, model_state, folder / "transformer")
-            ckpt.write_model_folder(unwrapped, ema_state, folder / "transformer_ema")
-            torch.save({
-                "format": 2, "step": self.step, "version": self.version, "seed": self.seed,
-                "optimizer": optimizer_state, "schedule": self.schedule.state_dict(), "rng": rng,
-            }, folder / ckpt.STATE)
+            ckpt.write_model_folder(unwrapped, state["model"], folder / "transformer")
+            ckpt.write_model_folder(unwrapped, state["ema"], folder / "transformer_ema")
+            torch.save({"format": 2, "seed": self.seed, **{key: state[key] for key in
+                        ("step", "version", "optimizer", "schedule", "rng")}}, folder / ckpt.STATE)
         self.accelerator.wait_for_everyone()
+
+    def state(self, copied: bool = False) -> dict:
+        """What a checkpoint holds: weights, EMA, optimizer, schedule, step, set version, RNG
+        (collective). `copied`: cloned, so that training on does not change it (a snapshot that
+        another thread writes while this one trains)."""
+        model_state, optimizer_state = get_state_dict(
+            self.model, self.raw_optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
+        rng = gather_object([ckpt.rng_state()]) if self.accelerator.num_processes > 1 else [ckpt.rng_state()]
+        state = {"model": model_state, "ema": self._ema_state(model_state), "optimizer": optimizer_state,
+                 "schedule": self.schedule.state_dict(), "step": self.step, "version": self.version, "rng": rng}
+        return copy.deepcopy(state) if copied else state
 
     def load(self, folder: Path) -> None:
         """Restore weights, EMA, optimizer, schedule, step, set version and RNG from `folder`."""
