@@ -14,8 +14,11 @@ without structured output does, including replies the product must refuse or ski
 - mutation ("completely different"): one prompt, plain, labelled, as JSON, or hostile;
 - categorize ("The categories are: X, Y."): "Category: X", now and then a category not listed.
 
-Books (thread-safe): `requests[kind]` per kind (verdict, expand, mutate, categorize, unknown) and
-`replies`, every (kind, reply text) in order. It serves tests only; a run never starts it.
+Every answer takes `latency` seconds (0 by default), as a served model's would.
+
+Books (thread-safe): `requests[kind]` per kind (verdict, expand, mutate, categorize, unknown),
+`replies`, every (kind, reply text) in order, and `spans`, each request's (start, end) in
+time.time() seconds. It serves tests and `evolvedirector bench loop`; a run never starts it.
 """
 
 from __future__ import annotations
@@ -42,8 +45,10 @@ class OpenWorldChatServer:
     """`with OpenWorldChatServer(heldout=...) as server:` serves on a free port; `server.base_url` is /v1."""
 
     def __init__(self, seed: int = 0, a_rate: float = 0.7, heldout: Iterable[str] = (), off_list_every: int = 4,
-                 model: str = "open-world-director", port: int = 0):
+                 model: str = "open-world-director", port: int = 0, latency: float = 0.0):
         self.port = port  # 0: a free one
+        self.latency = latency
+        self.spans: list[tuple[float, float]] = []
         self.rng = random.Random(seed)
         self.a_rate = a_rate
         self.heldout = list(heldout)
@@ -57,8 +62,7 @@ class OpenWorldChatServer:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> OpenWorldChatServer:
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), _handler_for(self))
-        self._httpd.daemon_threads = True
+        self._httpd = _Server(("127.0.0.1", self.port), _handler_for(self))
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
@@ -136,6 +140,11 @@ class OpenWorldChatServer:
         return f"Category: {self.rng.choice(categories).title()}"
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 64  # a director's concurrent requests connect at once; a short backlog drops SYNs
+
+
 def _read(body: dict) -> tuple[str, bool]:
     """All text of the request's messages, and whether any part is an image."""
     texts, has_image = [], False
@@ -163,7 +172,11 @@ def _handler_for(server: OpenWorldChatServer) -> type[BaseHTTPRequestHandler]:
                 assert isinstance(body, dict) and self.path.rstrip("/").endswith("/chat/completions")
             except (ValueError, AssertionError):
                 return self._send(400, {"error": {"message": "bad request"}})
+            started = time.time()
+            time.sleep(server.latency)  # the model's time to answer
             content = server.answer(*_read(body))
+            with server._lock:
+                server.spans.append((started, time.time()))
             self._send(200, {
                 "id": f"chatcmpl-{time.monotonic_ns():x}", "object": "chat.completion", "created": int(time.time()),
                 "model": server.model, "usage": {"prompt_tokens": 1, "completion_tokens": 1},
@@ -191,8 +204,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--port", type=int, default=0, help="0: a free port")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
     args = parser.parse_args()
-    with OpenWorldChatServer(seed=args.seed, port=args.port) as server:
+    with OpenWorldChatServer(seed=args.seed, port=args.port, latency=args.latency) as server:
         print(server.base_url, flush=True)
         try:
             sys.stdin.read()

@@ -15,7 +15,8 @@ GET  /files/{name}.png             image bytes
 An image answer takes `latency` seconds (a queued job finishes `latency` after its submit).
 `inject(route, fault, times)` makes the next `times` requests of a route fail one way. It keeps
 the books a provider would: images it generated (and so would bill), every submit with its
-idempotency key, every POSTed body, requests per route, and the most requests it served at once.
+idempotency key, every POSTed body, requests per route, the most requests it served at once, and
+`spans`: each request's (route, start, end) in time.time() seconds.
 
 It serves the tests and `evolvedirector bench teachers`; a run never starts it.
 """
@@ -99,6 +100,7 @@ class FakeImageAPI:
         self.auth_seen: list[tuple[str, str | None]] = []  # (route, Authorization header)
         self.files: dict[str, bytes] = {}
         self.max_in_flight = 0
+        self.spans: list[tuple[str, float, float]] = []
         self._in_flight = 0
         self._faults: dict[str, deque] = defaultdict(deque)
         self._server: ThreadingHTTPServer | None = None
@@ -261,6 +263,7 @@ def _handler_for(api: FakeImageAPI) -> type[BaseHTTPRequestHandler]:
                     api.bodies.append((route, body))
                 api._in_flight += 1
                 api.max_in_flight = max(api.max_in_flight, api._in_flight)
+            started = time.time()
             try:
                 if not self._authorized(route):
                     return
@@ -271,6 +274,7 @@ def _handler_for(api: FakeImageAPI) -> type[BaseHTTPRequestHandler]:
             finally:
                 with api.lock:
                     api._in_flight -= 1
+                    api.spans.append((route, started, time.time()))
 
         def do_POST(self) -> None:
             self._dispatch("POST")
