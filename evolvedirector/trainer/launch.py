@@ -11,6 +11,13 @@ checkpoint into RUN_DIR/trainer/ and points `latest` at it; the same command run
 there, with the same batches, noise and set versions as an uninterrupted run. With `log_with` in
 the run's config, each step's loss and learning rate go to the trackers as a run of their own
 (TensorBoard: RUN_DIR/logs/PROJECT-trainer/).
+
+`--follow` trains beside a live loop instead (its asynchronous rounds, `evolve.overlap: async`):
+always on the newest committed version, switching at the first step boundary after a round
+commits. Before each step the main process asks the store and broadcasts the answer (one small
+collective per step), so every process switches at the same step. Checkpoints stay at chunk
+boundaries; a resume goes on from the last one, on the newest version, so the steps at which it
+switches follow the loop's timing, not the interrupted run's.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="steps per set version and checkpoint (default train.steps_per_round)")
     parser.add_argument("--stop-after", type=int, default=None,
                         help="leave after this many steps of this invocation (at a checkpoint); run again to resume")
+    parser.add_argument("--follow", action="store_true",
+                        help="train on the newest committed version, switching as soon as a round commits")
     parser.add_argument("--batch-log", type=Path, default=None,
                         help="append each step's (version, rank, sample ids) to DIR/batches-rank<R>.jsonl")
     args = parser.parse_args(argv)
@@ -84,9 +93,15 @@ def main(argv: list[str] | None = None) -> None:
             last = store.last_round()
             if last is None:
                 raise SystemExit(f"error: {run_dir} has no committed round yet (no set to train on)")
-            version = min(trainer.step // chunk, last)
+            version = last if args.follow else min(trainer.step // chunk, last)
             samples = store.active_samples(at_round=version)
-        loss = trainer.train_on_samples(samples, steps, version=version)
+
+        def newer() -> bool:  # asked on the main process only; its answer is broadcast
+            return store.last_round() != version
+
+        loss = trainer.train_on_samples(samples, steps, version=version, until=newer if args.follow else None)
+        if trainer.step % chunk and trainer.step < args.steps:
+            continue  # left mid-chunk for a newer version; the checkpoint waits for the chunk's end
         trainer.save_checkpoint(out)
         if trainer.is_main:
             print(f"step {trainer.step} | set version {trainer.version} | loss {loss:.4f}", flush=True)
