@@ -1,7 +1,8 @@
 """The evolution loop: the single coordinator that trains, asks the director, and writes the store.
 
-`evolve.py` builds a run and runs its rounds; `round.py` is one round, written out; `acquire.py`
-buys teacher images; `run_folder.py` writes checkpoints and grids; `run_lock.py` keeps one writer
+`evolve.py` builds a run and runs its rounds; `round.py` is one round, written out (serial, or
+overlapped with training); `background.py` trains in a thread of its own for the overlapped
+round; `acquire.py` buys teacher images; `run_folder.py` writes checkpoints and grids; `run_lock.py` keeps one writer
 per run folder; `run_safety.py` refuses damaged folders and tidies a killed run's leftovers;
 `console.py` shows progress.
 """

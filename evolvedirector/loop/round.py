@@ -91,10 +91,10 @@ async def overlapped_round(run: Evolution, round: int, training: BackgroundTrain
     version at its next step boundary.
 
     Round r's snapshot is taken at the first step boundary at which round r-1 is committed and
-    steps_per_round steps have passed since round r-1's snapshot: a round gets at least
-    steps_per_round steps of training, more when judging and buying take longer than those
-    steps. Its checkpoint, held-out accuracy and `train_step` are the trainer's state when the
-    round is ready to commit (the steps trained meanwhile are kept).
+    steps_per_round steps have passed since round r-1's snapshot: the student a round judges has
+    trained steps_per_round steps more than the previous round's, more when judging and buying
+    took longer than those steps. Its checkpoint, held-out accuracy and `train_step` are the
+    trainer's state when the round is ready to commit (the steps trained meanwhile are kept).
 
     A resume after kill -9 reproduces exactly the committed rounds (set versions, verdicts,
     refusals, metrics), the ledger (nothing paid twice) and the student of the last committed

@@ -4,9 +4,10 @@ which log where their own settings say. Nothing is logged when `log_with` is emp
 
 The trainer logs each step's loss and learning rate (trainer.py); here the trackers are started
 with the run's config (the dump saved as config.yaml, which holds no secrets), and each committed
-round's row is logged at the round's last training step (0 for the seed round): set size,
-teacher-win rate, operations, refused proposals, teacher calls and spend, mean loss, held-out
-accuracy, and a grid of the validation prompts drawn at the run's seed. Steps are the trainer's
+round's row is logged at the round's last training step (0 for the seed round; in the
+asynchronous loop, whose trainer trains on meanwhile, at the latest step logged if that is
+later): set size, teacher-win rate, operations, refused proposals, teacher calls and spend, mean
+loss, held-out accuracy, and a grid of the validation prompts drawn at the run's seed. Steps are the trainer's
 global step, so they keep rising across rounds and resumes; a resumed run's TensorBoard writer
 hides what a crash left past the last committed round (`purge_step`).
 """
