@@ -72,3 +72,11 @@ def test_time_left_follows_the_rounds_measured():
     assert plan.time_left(config(max_rounds=5), 2, [30.0, 50.0]) == ", about 2.0 min left"
     assert plan.time_left(config(max_rounds=5), 5, [30.0]) == ""
     assert plan.time_left(config(max_dollars=5), 2, [30.0]) == ""
+
+
+def test_the_asynchronous_plan_says_training_goes_on_while_the_director_judges():
+    overlapped = config(max_rounds=3)
+    overlapped.evolve.overlap = "async"
+    line = plan.plan_line(overlapped, 0, plan.Measured(step_seconds=0.1, render_seconds=0.01), set_size=11, heldout=8)
+    assert line.startswith("plan: rounds 1-3 after the seed round, each 100 training steps or more at batch 16, "
+                           "while the director judges 50% of the set (300 steps or more in all): about ")

@@ -58,8 +58,11 @@ def plan_line(config: RunConfig, first_round: int, measured: Measured, set_size:
     steps in all): about 4.1 min on this machine (measured: ...)'."""
     train = config.train
     per_round = round_seconds(config, measured, set_size, heldout)
-    what = (f"each {train.steps_per_round} training steps at batch {train.batch_size}, then the director "
-            f"judges {100 * config.evolve.select_ratio:g}% of the set")
+    judges = f"the director judges {100 * config.evolve.select_ratio:g}% of the set"
+    if config.evolve.overlap == "async":  # the trainer trains on while a round is judged
+        what = f"each {train.steps_per_round} training steps or more at batch {train.batch_size}, while {judges}"
+    else:
+        what = f"each {train.steps_per_round} training steps at batch {train.batch_size}, then {judges}"
     measuredly = (f"measured: {measured.step_seconds:.3f} s per training step, "
                   f"{1000 * measured.render_seconds:.1f} ms per image per denoising step")
     last = config.budget.max_rounds
@@ -71,7 +74,8 @@ def plan_line(config: RunConfig, first_round: int, measured: Measured, set_size:
         return "plan: no rounds left to run"
     span = f"round {last}" if rounds == 1 else f"rounds {max(first_round, 1)}-{last}"
     seed = " after the seed round" if first_round == 0 else ""
-    return (f"plan: {span}{seed}, {what} ({rounds * train.steps_per_round} steps in all): about "
+    more = " or more" if config.evolve.overlap == "async" else ""
+    return (f"plan: {span}{seed}, {what} ({rounds * train.steps_per_round} steps{more} in all): about "
             f"{minutes(rounds * per_round)} on this machine ({measuredly})")
 
 
