@@ -238,3 +238,19 @@ def test_cli_output_points_at_the_card(run_dir, tmp_path):
     assert all((out / r["file_name"]).is_file() and r["file_name"] == f"{r['sample_id']:08d}.png" for r in rows)
     assert len(list(out.glob("*.png"))) == len(rows)
     assert Image.open(out / rows[0]["file_name"]).size == (32, 32)
+
+
+def test_the_cards_say_what_spend_may_not_have_been_billed(run_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    store = Store(run / "evolve.db")
+    with store.conn:  # a call in flight when a run died, made again on resume (as the ledger records it)
+        store.conn.execute("UPDATE teacher_calls SET remade = 1, price = 0.04 WHERE rowid = "
+                           "(SELECT MIN(rowid) FROM teacher_calls)")
+    store.close()
+    assert runner.invoke(app, ["export-dataset", str(run), "--out", str(tmp_path / "set")]).exit_code == 0
+    unsure = ("of the run's whole spend, up to $0.04 (1 call in flight when a run died, made again on resume) "
+              "may not have been billed")
+    assert unsure in DatasetCard.load(tmp_path / "set" / "README.md").text
+    assert runner.invoke(app, ["export-dataset", str(run_dir), "--out", str(tmp_path / "clean")]).exit_code == 0
+    assert "may not have been billed" not in (tmp_path / "clean" / "README.md").read_text()

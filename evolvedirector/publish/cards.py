@@ -200,8 +200,12 @@ def _spend(facts: RunFacts) -> str:
     caps = [f"${limits.max_dollars:.2f}" if limits.max_dollars is not None else None,
             f"{limits.max_teacher_calls} calls" if limits.max_teacher_calls is not None else None]
     caps = [c for c in caps if c]
+    calls, dollars = facts.possibly_billed
+    # The ledger keeps this for the whole run, not per round: say so rather than guess its share.
+    unsure = (f"; of the run's whole spend, up to ${dollars:.2f} ({calls} call{'s' if calls != 1 else ''} in flight "
+              "when a run died, made again on resume) may not have been billed" if calls else "")
     return (f"{spend[0]} teacher calls, ${spend[1]:.2f}, by the end of round {facts.at_round}"
-            + (f" (budget: {', '.join(caps)})" if caps else ""))
+            + (f" (budget: {', '.join(caps)})" if caps else "") + unsure)
 
 
 def _category_table(facts: RunFacts) -> str:

@@ -50,6 +50,7 @@ class RunFacts:
     active: list[Sample]  # the set as it stood after at_round
     ever_added: int  # samples added in rounds 0..at_round, deleted ones included
     evaluation: dict | None  # eval/eval.json when it evaluated at_round's checkpoint
+    possibly_billed: tuple[int, float] = (0, 0.0)  # (calls, dollars) of the whole ledger: in flight at a crash
 
     @classmethod
     def read(cls, run_dir: Path, store: Store, at_round: int | None = None) -> RunFacts:
@@ -70,7 +71,7 @@ class RunFacts:
         if evaluation is not None and evaluation.get("round") != at_round:
             evaluation = None
         return cls(Path(run_dir).resolve().name, config, at_round, rounds, store.active_samples(at_round),
-                   ever_added, evaluation)
+                   ever_added, evaluation, store.possibly_billed())
 
     @property
     def round_row(self) -> dict:
