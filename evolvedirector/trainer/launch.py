@@ -18,6 +18,9 @@ commits. Before each step the main process asks the store and broadcasts the ans
 collective per step), so every process switches at the same step. Checkpoints stay at chunk
 boundaries; a resume goes on from the last one, on the newest version, so the steps at which it
 switches follow the loop's timing, not the interrupted run's.
+
+The main process holds the checkpoint folder's lock (`OUT/.lock`, as a run folder's) while it
+trains: a second launch on the same folder is refused, naming the holder.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from evolvedirector.config import load_config
     from evolvedirector.loop import tracking
+    from evolvedirector.loop.run_lock import RunFolderInUse, RunLock
     from evolvedirector.store import ImageStore, Store
     from evolvedirector.student import Student
     from evolvedirector.trainer.trainer import Trainer
@@ -72,6 +76,12 @@ def main(argv: list[str] | None = None) -> None:
     trainer = Trainer(student, config.train, seed=config.seed, device=config.device,
                       cache_dir=run_dir / "features", images=ImageStore(run_dir / "images"),
                       log_with=config.log_with, logging_dir=run_dir / tracking.LOGS)
+    lock = None
+    if trainer.is_main:  # before anything in `out` is read or written; the kernel drops it if we die
+        try:
+            lock = RunLock(out).acquire()
+        except RunFolderInUse as error:
+            raise SystemExit(f"error: {error}") from None
     if args.batch_log is not None:
         trainer.batch_log = []
     store = Store(run_dir / "evolve.db") if trainer.is_main else None  # one reader; the rest are told
@@ -112,6 +122,8 @@ def main(argv: list[str] | None = None) -> None:
             log.writelines(json.dumps(entry) + "\n" for entry in trainer.batch_log)
     trainer.accelerator.wait_for_everyone()
     trainer.accelerator.end_training()
+    if lock is not None:
+        lock.release()
 
 
 if __name__ == "__main__":
