@@ -27,7 +27,7 @@ from evolvedirector.bench import bench_app
 from evolvedirector.config import ConfigError, RunConfig, check_model_paths, demo_config_path, load_config
 from evolvedirector.loop.run_folder import RunFolderError
 from evolvedirector.loop.run_lock import RunLock
-from evolvedirector.loop.run_safety import check_store_file, has_started, saved_config
+from evolvedirector.loop.run_safety import check_store_file, saved_config
 
 app = typer.Typer(
     help=(
@@ -91,7 +91,7 @@ def _resolve(config: RunConfig) -> RunConfig:
     that failed before it bought or trained anything takes the command's (corrected) config."""
     try:
         previous = saved_config(config.out)
-        if previous is None or not has_started(config.out):
+        if previous is None or not check_store_file(config.out):  # nothing bought or trained yet
             return config
     except RunFolderError as error:
         _fail(str(error))

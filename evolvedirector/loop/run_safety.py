@@ -56,17 +56,10 @@ def check_run_folder(run_dir: Path) -> None:
     check_store_file(run_dir)
 
 
-def has_started(run_dir: Path) -> bool:
-    """Whether the folder's store holds anything a run wrote: a run that failed before buying or
-    training anything has not started, and takes a corrected config. A damaged store is refused."""
-    check_store_file(run_dir)
-    db = Path(run_dir) / STORE_FILE
-    return db.is_file() and db.stat().st_size > 0 and _has_history(db)
-
-
-def check_store_file(run_dir: Path) -> None:
+def check_store_file(run_dir: Path) -> bool:
     """Refuse a folder whose store is damaged, or empty while the rest of a run is there. Reads
-    only: safe beside a live run."""
+    only: safe beside a live run. Returns whether the store holds anything a run wrote (False: a
+    new folder, or a start that failed before it bought or trained anything)."""
     run_dir = Path(run_dir)
     db = run_dir / STORE_FILE
     if db.is_file() and db.stat().st_size > 0:
@@ -75,12 +68,13 @@ def check_store_file(run_dir: Path) -> None:
                 raise RunFolderError(f"{db} is not an SQLite database (overwritten or damaged); restore it from a "
                                      "backup or choose another --out")
         if _has_history(db):
-            return
+            return True
     outputs = next((hit for pattern in RUN_OUTPUTS for hit in run_dir.glob(pattern)), None)
     if outputs is not None:
         state = "empty" if db.is_file() else "missing"
         raise RunFolderError(f"{run_dir} holds a previous run's files ({outputs.relative_to(run_dir)}, ...) but its "
                              f"store {db} is {state}; restore evolve.db or choose another --out")
+    return False
 
 
 def check_store_needs(run_dir: Path, store: Store, images: ImageStore) -> None:
