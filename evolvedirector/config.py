@@ -12,6 +12,7 @@ Unknown fields are errors: a typo in a config file should stop the run, not be i
 from __future__ import annotations
 
 import re
+import types
 import typing
 from pathlib import Path
 from typing import Annotated, Literal, Union
@@ -46,7 +47,7 @@ class Section(BaseModel):
     def _no_boolean_numbers(cls, value, info):
         annotation = cls.model_fields[info.field_name].annotation
         numeric = annotation in (int, float) or (
-            typing.get_origin(annotation) in (Union, getattr(typing, "UnionType", Union), type(int | None))
+            typing.get_origin(annotation) in (Union, types.UnionType)
             and any(arg in (int, float) for arg in typing.get_args(annotation)))
         if isinstance(value, bool) and numeric:
             raise ValueError(f"expected a number, got {str(value).lower()}")
