@@ -393,6 +393,10 @@ class TrainConfig(Section):
     warmup_steps: int = Field(1000, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     caption_dropout: float = Field(0.1, ge=0, lt=1, description="share of captions replaced by the empty one")
+    timestep_power: float = Field(
+        1.0, gt=0, le=1, description="training timesteps drawn as T * u ** p for uniform u: 1 is uniform "
+        "(PixArt-α's); below 1 more of the noisy steps, where layout and colours are decided (density ~ t ** (1/p - 1))"
+    )
     steps_per_round: int = Field(200, ge=1, description="optimizer steps between two director rounds")
     balance_domains: bool = Field(
         False, description="draw each domain of the set equally often, however many samples it holds (expansion "
@@ -415,6 +419,19 @@ class TrainConfig(Section):
         False, description="False: one square shape (the 512-px first stage, the shapes world); True: batches "
         "from PixArt's 20 aspect buckets (h/w 0.5 to 2), scaled to the student's image size"
     )
+    # PixArt-α's progressive resolution (256 px, then 512, then 1024), folded into one run: the
+    # layout and colours of a scene are learnt on cheap small images, the edges at full size.
+    low_res_side: int | None = Field(
+        None, ge=1, description="train the first low_res_steps steps on images scaled down so that the square "
+        "side is this many pixels (None: every step at full size); a multiple of the VAE cell x patch size"
+    )
+    low_res_steps: int = Field(0, ge=0, description="optimizer steps at low_res_side, counted from the run's first")
+
+    @model_validator(mode="after")
+    def _low_res_needs_both(self):
+        if (self.low_res_side is None) != (self.low_res_steps == 0):
+            raise ValueError("low_res_side and low_res_steps go together: set both, or neither")
+        return self
 
 
 class EvolveConfig(Section):

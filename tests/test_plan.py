@@ -80,3 +80,23 @@ def test_the_asynchronous_plan_says_training_goes_on_while_the_director_judges()
     line = plan.plan_line(overlapped, 0, plan.Measured(step_seconds=0.1, render_seconds=0.01), set_size=11, heldout=8)
     assert line.startswith("plan: rounds 1-3 after the seed round, each 100 training steps or more at batch 16, "
                            "while the director judges 50% of the set (300 steps or more in all): about ")
+
+
+def test_the_estimate_times_low_resolution_steps_apart():
+    low = config(max_rounds=3)
+    low.train = low.train.model_copy(update={"low_res_side": 16, "low_res_steps": 150})
+    measured = plan.Measured(step_seconds=0.1, render_seconds=0.01, low_res_step_seconds=0.04)
+    # Renders 1.04 s a round (as above); round 1: 100 low steps, round 2: 50 low and 50 full, round 3: 100 full.
+    estimates = plan.round_estimates(low, 0, measured, set_size=11, heldout=8)
+    assert estimates == pytest.approx([4 + 1.04, 2 + 5 + 1.04, 10 + 1.04])
+    line = plan.plan_line(low, 0, measured, set_size=11, heldout=8)
+    assert "each 100 training steps at batch 16 (the first 150 at 16 px)" in line
+    assert "about 24 s on this machine (measured: 0.100 s per training step (0.040 s at 16 px)" in line
+    resumed = plan.Measured(step_seconds=0.1, render_seconds=0.01, first_step=200)  # past the low steps
+    assert plan.round_estimates(low, 3, resumed, set_size=11, heldout=8) == pytest.approx([11.04])
+
+
+def test_time_left_scales_the_plans_estimates_of_the_rounds_left():
+    # Round 1 took twice its estimate: the rounds left are expected to as well.
+    assert plan.time_left(config(max_rounds=3), 1, [10.0], [5.0, 8.0, 11.0]) == ", about 38 s left"
+    assert plan.time_left(config(max_rounds=3), 2, [10.0, 16.0], [5.0, 8.0, 11.0]) == ", about 22 s left"

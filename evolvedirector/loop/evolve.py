@@ -48,6 +48,7 @@ class Evolution:
         self.console = console or Console()
         self.folder = RunFolder(Path(config.out))
         self.lock = RunLock(self.folder.path).acquire()  # one writer per run folder, until run() ends
+        self.round_estimates: list[float] = []  # the plan's, per round run here: for the time left
         try:
             self._set_up(config)
         except BaseException:  # the folder is free again for the corrected command (or the next test)
@@ -129,7 +130,7 @@ class Evolution:
                 if round > 0:
                     durations.append(summary.seconds)
                 print_round(self.console, summary, self.world.categories,
-                            left=plan.time_left(self.config, round, durations))
+                            left=plan.time_left(self.config, round, durations, self.round_estimates))
                 write_report(self.store, self.folder.path)
                 if summary.director.failed_every_call():  # committed and shown; then stop with one line
                     await self.director.aclose()
@@ -147,6 +148,7 @@ class Evolution:
         heldout = len(self.world.heldout) if self.world.graded else 0
         set_size = len(self.store.active_samples()) or self.config.evolve.seed_prompts
         measured = plan.measure(self.trainer, self.student, prompts=max(heldout, 1))
+        self.round_estimates = plan.round_estimates(self.config, round, measured, set_size, heldout)
         return plan.plan_line(self.config, round, measured, set_size, heldout)
 
     def _stop_reason(self, round: int) -> str | None:

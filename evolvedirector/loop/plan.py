@@ -24,29 +24,52 @@ from evolvedirector.config import RunConfig
 class Measured:
     step_seconds: float  # one optimizer step at the run's batch size
     render_seconds: float  # one denoising step for one prompt (guided: both halves)
+    low_res_step_seconds: float | None = None  # one step at train.low_res_side, when some are left to train
+    first_step: int = 0  # the optimizer steps trained before the plan's first round
 
 
 def measure(trainer, student, prompts: int, repeats: int = 3) -> Measured:
     """Time forward+backward passes of one batch (the median of `repeats` or more, for at least a
-    second, after one warm-up) and one denoising step over `prompts` prompts. The optimizer's own
-    step is left out: next to forward and backward it is a few percent."""
+    second, after one warm-up), at full size and, while low-resolution steps are left, at
+    train.low_res_side, and one denoising step over `prompts` prompts. The optimizer's own step
+    is left out: next to forward and backward it is a few percent."""
+    low_res_steps = getattr(trainer.config, "low_res_steps", 0)
     with torch.random.fork_rng(devices=[]):
-        step_seconds = trainer.time_step(repeats, at_least=1.0)
+        step_seconds = trainer.time_step(repeats, at_least=1.0, step=max(trainer.step, low_res_steps))
+        low = trainer.time_step(repeats, at_least=1.0) if trainer.step < low_res_steps else None
         started = time.perf_counter()
         student.generate([""] * max(1, prompts), seed=0, steps=1)
         render_seconds = (time.perf_counter() - started) / max(1, prompts)
-    return Measured(step_seconds, render_seconds)
+    return Measured(step_seconds, render_seconds, low, trainer.step)
 
 
-def round_seconds(config: RunConfig, measured: Measured, set_size: int, heldout: int) -> float:
+def training_seconds(config: RunConfig, measured: Measured, first_step: int, steps: int) -> float:
+    """Steps first_step .. first_step + steps - 1: those before train.low_res_steps at the low-resolution step's time."""
+    low = 0
+    if measured.low_res_step_seconds is not None:
+        low = max(0, min(first_step + steps, config.train.low_res_steps) - first_step)
+    return low * (measured.low_res_step_seconds or 0.0) + (steps - low) * measured.step_seconds
+
+
+def round_seconds(config: RunConfig, measured: Measured, set_size: int, heldout: int, rounds_before: int = 0) -> float:
     """One round's training, the student's renders for the director and its held-out evaluation;
-    teacher and director calls are not counted (local shapes teachers take a fraction of it)."""
+    teacher and director calls are not counted (local shapes teachers take a fraction of it).
+    `rounds_before`: rounds the plan runs before this one (they place its steps after low_res_steps or not)."""
     evolve = config.evolve
     judged = math.ceil(evolve.select_ratio * set_size)
     renders = judged * evolve.render_steps
     if evolve.evaluate_every_round:
         renders += heldout * config.student.sample_steps
-    return config.train.steps_per_round * measured.step_seconds + renders * measured.render_seconds
+    steps = config.train.steps_per_round
+    first_step = measured.first_step + rounds_before * steps
+    return training_seconds(config, measured, first_step, steps) + renders * measured.render_seconds
+
+
+def round_estimates(config: RunConfig, first_round: int, measured: Measured, set_size: int, heldout: int) -> list[float]:
+    """round_seconds of each round from max(first_round, 1) to budget.max_rounds ([] without a round limit)."""
+    last = config.budget.max_rounds
+    rounds = 0 if last is None else max(0, last - max(first_round, 1) + 1)
+    return [round_seconds(config, measured, set_size, heldout, before) for before in range(rounds)]
 
 
 def minutes(seconds: float) -> str:
@@ -59,11 +82,16 @@ def plan_line(config: RunConfig, first_round: int, measured: Measured, set_size:
     train = config.train
     per_round = round_seconds(config, measured, set_size, heldout)
     judges = f"the director judges {100 * config.evolve.select_ratio:g}% of the set"
+    low = measured.low_res_step_seconds
+    batch = f"at batch {train.batch_size}"
+    if low is not None:
+        batch += f" (the first {train.low_res_steps - measured.first_step} at {train.low_res_side} px)"
     if config.evolve.overlap == "async":  # the trainer trains on while a round is judged
-        what = f"each {train.steps_per_round} training steps or more at batch {train.batch_size}, while {judges}"
+        what = f"each {train.steps_per_round} training steps or more {batch}, while {judges}"
     else:
-        what = f"each {train.steps_per_round} training steps at batch {train.batch_size}, then {judges}"
-    measuredly = (f"measured: {measured.step_seconds:.3f} s per training step, "
+        what = f"each {train.steps_per_round} training steps {batch}, then {judges}"
+    low_part = "" if low is None else f" ({low:.3f} s at {train.low_res_side} px)"
+    measuredly = (f"measured: {measured.step_seconds:.3f} s per training step{low_part}, "
                   f"{1000 * measured.render_seconds:.1f} ms per image per denoising step")
     last = config.budget.max_rounds
     if last is None:
@@ -75,14 +103,21 @@ def plan_line(config: RunConfig, first_round: int, measured: Measured, set_size:
     span = f"round {last}" if rounds == 1 else f"rounds {max(first_round, 1)}-{last}"
     seed = " after the seed round" if first_round == 0 else ""
     more = " or more" if config.evolve.overlap == "async" else ""
+    total = sum(round_estimates(config, first_round, measured, set_size, heldout))
     return (f"plan: {span}{seed}, {what} ({rounds * train.steps_per_round} steps{more} in all): about "
-            f"{minutes(rounds * per_round)} on this machine ({measuredly})")
+            f"{minutes(total)} on this machine ({measuredly})")
 
 
-def time_left(config: RunConfig, round: int, durations: list[float]) -> str:
-    """', about 2.5 min left' after `round`, from the mean of the rounds timed so far; '' when the
-    run has no round limit or none timed."""
+def time_left(config: RunConfig, round: int, durations: list[float], estimates: list[float] | None = None) -> str:
+    """', about 2.5 min left' after `round`; '' when the run has no round limit or none timed.
+    Without `estimates`: the mean of the rounds timed so far times the rounds left. With the plan's
+    `estimates` of every round run here (round_estimates), those of the rounds left, scaled by how
+    the rounds timed so far compared with theirs: rounds at low resolution are shorter than the
+    rest, so their mean alone would promise too early an end."""
     last = config.budget.max_rounds
     if last is None or not durations or round >= last:
         return ""
+    if estimates and len(estimates) >= len(durations) and sum(estimates[: len(durations)]) > 0:
+        ratio = sum(durations) / sum(estimates[: len(durations)])
+        return f", about {minutes(ratio * sum(estimates[len(durations):]))} left"
     return f", about {minutes((last - round) * sum(durations) / len(durations))} left"

@@ -110,6 +110,16 @@ def from_pixels(images: list[np.ndarray]) -> torch.Tensor:
     return x / 127.5 - 1.0
 
 
+def draw_timesteps(count: int, total: int, power: float, generator: torch.Generator) -> torch.Tensor:
+    """`count` training timesteps in [0, total): uniform for power 1 (PixArt-α's), else total * u ** power
+    for uniform u, whose density grows as t ** (1 / power - 1): below 1, more of the noisy steps, where
+    a scene's layout and colours are decided, and fewer nearly clean ones."""
+    if power == 1.0:
+        return torch.randint(0, total, (count,), generator=generator)
+    u = torch.rand(count, generator=generator, dtype=torch.float64)
+    return (u.pow(power) * total).long().clamp(0, total - 1)
+
+
 class Student:
     def __init__(self, config, image_size: int, text_encoder: TextEncoder | None = None, space=None):
         """`text_encoder` and `space` (the diffusion's image space) default to the config's."""
@@ -155,13 +165,15 @@ class Student:
         return height // self.space.pixels_per_cell, width // self.space.pixels_per_cell
 
     def loss(self, model, images: torch.Tensor, prompts: list[str], generator: torch.Generator,
-             caption_dropout: float, *, non_blocking: bool = False) -> torch.Tensor:
-        """Mean squared error of the model's v (or epsilon) prediction at random noise levels.
+             caption_dropout: float, *, timestep_power: float = 1.0, non_blocking: bool = False) -> torch.Tensor:
+        """Mean squared error of the model's prediction (v, epsilon or the clean image) at random noise levels.
 
         `images` are in the diffusion's space (see `encode_images`), all of one size: with size
         conditioning that size, in pixels, is the resolution the transformer is told. The caption
         dropout is applied where the text features are (the cache's CPU tensors), then captions,
-        noise and timesteps go to the images' device, without waiting for it with `non_blocking`."""
+        noise and timesteps go to the images' device, without waiting for it with `non_blocking`.
+        Timesteps are uniform with `timestep_power` 1, else drawn as T * u ** timestep_power
+        (see `draw_timesteps`)."""
         device = images.device
         states, mask = self.text.encode(prompts)
         drop = (torch.rand(len(prompts), generator=generator) < caption_dropout).to(states.device)
@@ -172,7 +184,7 @@ class Student:
         if drop_full and mask.device.type == "cpu" and bool(mask.all()):  # on the CPU: no device sync
             mask = None
         noise = torch.randn(images.shape, generator=generator)
-        timesteps = torch.randint(0, self.noise.config.num_train_timesteps, (len(prompts),), generator=generator)
+        timesteps = draw_timesteps(len(prompts), self.noise.config.num_train_timesteps, timestep_power, generator)
         states, noise, timesteps = (to_device(t, device, non_blocking) for t in (states, noise, timesteps))
         mask = None if mask is None else to_device(mask, device, non_blocking)
         noisy = self.noise.add_noise(images, noise, timesteps)

@@ -190,6 +190,7 @@ class Trainer:
         self.image_store = images
         self.image_features = None if images is None else self._image_features(images)
         self.buckets()  # a bad bucket table fails here, not at the first step
+        self._check_low_res()
         if config.gradient_checkpointing:
             student.model.enable_gradient_checkpointing()
 
@@ -241,13 +242,34 @@ class Trainer:
         if not self.config.multi_aspect:
             return ((side, side),)
         buckets = buckets_at(side)
-        space = getattr(self.student, "space", None)
-        cell = getattr(space, "pixels_per_cell", 1) * self.student.model.config.patch_size
+        cell = self._cell()
         for height, width in buckets:
             if height % cell or width % cell:
                 raise ValueError(f"train.multi_aspect: bucket {height}x{width} at a {side}-px base is not a "
                                  f"multiple of {cell} pixels (latent cell x patch size)")
         return buckets
+
+    def _cell(self) -> int:
+        """Pixels per side of one transformer token: the VAE's cell times the patch size."""
+        space = getattr(self.student, "space", None)
+        return getattr(space, "pixels_per_cell", 1) * self.student.model.config.patch_size
+
+    def _check_low_res(self) -> None:
+        side, base, cell = self.config.low_res_side, self.student.image_size, self._cell()
+        if side is not None and (side % cell or side >= base):
+            raise ValueError(f"train.low_res_side: {side} must be below the image size {base} and a multiple of "
+                             f"{cell} pixels (latent cell x patch size)")
+
+    def training_size(self, bucket: tuple[int, int], step: int | None = None, cell: int | None = None) -> tuple[int, int]:
+        """The size a batch of `bucket` trains at on optimizer step `step` (0 for the first; default:
+        the next): scaled by low_res_side / image_size during the first low_res_steps steps, each side
+        rounded to whole tokens (`cell` units, default the student's), then the bucket itself."""
+        step = self.step if step is None else step
+        if self.config.low_res_side is None or step >= self.config.low_res_steps:
+            return bucket
+        cell = cell or self._cell()
+        scale = self.config.low_res_side / self.student.image_size
+        return tuple(max(cell, round(side * scale / cell) * cell) for side in bucket)
 
     # -- training --------------------------------------------------------------------------
 
@@ -258,9 +280,15 @@ class Trainer:
         if len(prompts) != len(images) or not prompts:
             raise ValueError(f"need as many prompts as images, and at least one (got {len(prompts)}, {len(images)})")
         size = tuple(images.shape[-2:])
-        data = TrainingSet(None, list(range(len(prompts))), list(prompts), [size] * len(prompts),
-                           lambda index, bucket: images[index])
-        return self._train(data, steps, on_step, buckets=(size,))
+
+        def load(index: list[int], bucket: tuple[int, int]) -> torch.Tensor:
+            # Sizes here are the model space's (latent cells with a VAE), as the images are.
+            if bucket == size:
+                return images[index]
+            return torch.nn.functional.interpolate(images[index], size=bucket, mode="area")
+
+        data = TrainingSet(None, list(range(len(prompts))), list(prompts), [size] * len(prompts), load)
+        return self._train(data, steps, on_step, buckets=(size,), cell=self.student.model.config.patch_size)
 
     def train_on_samples(self, samples: list, steps: int, *, version: int | None = None,
                          on_step: Callable[[float], None] | None = None,
@@ -286,7 +314,7 @@ class Trainer:
                            lambda index, bucket: self.image_features.get([hashes[i] for i in index], bucket), weights)
         return self._train(data, steps, on_step, buckets=self.buckets(), until=until)
 
-    def _train(self, data: TrainingSet, steps: int, on_step, buckets, until=None) -> float:
+    def _train(self, data: TrainingSet, steps: int, on_step, buckets, until=None, cell: int | None = None) -> float:
         sampler = BucketBatchSampler(data.sizes, buckets, self.config.batch_size,
                                      self.accelerator.num_processes, self.seed, weights=data.weights)
         self.version = data.version
@@ -300,6 +328,7 @@ class Trainer:
             # This process's slice of the step's global batch, all of one shape.
             bucket, index = sampler.local_batch(self.step, self.rank)
             index = index.tolist()
+            bucket = self.training_size(bucket, cell=cell)
             x = data.load(index, bucket)
             prompts = [data.prompts[i] for i in index]
             if self.batch_log is not None:
@@ -348,7 +377,8 @@ class Trainer:
         # draws the same ones and each process draws its own.
         generator = torch.Generator().manual_seed(seed_for(self.seed, "noise", self.step, self.rank))
         loss = self.student.loss(self.model, to_device(x, self.device, self.non_blocking), prompts, generator,
-                                 self.config.caption_dropout, non_blocking=self.non_blocking)
+                                 self.config.caption_dropout, timestep_power=self.config.timestep_power,
+                                 non_blocking=self.non_blocking)
         self.accelerator.backward(loss)
         self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
@@ -358,13 +388,13 @@ class Trainer:
         self.ema.update(self.step)
         return self.accelerator.reduce(loss.detach(), reduction="mean")
 
-    def time_step(self, repeats: int = 3, at_least: float = 0.0) -> float:
+    def time_step(self, repeats: int = 3, at_least: float = 0.0, step: int | None = None) -> float:
         """Seconds of one step's forward and backward at the run's batch size: the median of
         `repeats` or more, as many as `at_least` seconds take, after one warm-up. On placeholder
-        data (empty captions, blank images of the first bucket); weights, optimizer, EMA and step
-        count are untouched and the gradients dropped, so a run that measures this computes what it
-        would have without."""
-        height, width = self.buckets()[0]
+        data (empty captions, blank images of the first bucket at the size optimizer step `step`
+        trains at, default the next); weights, optimizer, EMA and step count are untouched and the
+        gradients dropped, so a run that measures this computes what it would have without."""
+        height, width = self.training_size(self.buckets()[0], step)
         x = torch.zeros(self.config.batch_size, self.student.channels, *self.student.grid_shape(height, width))
         prompts = [""] * len(x)
         was_training = self.model.training
