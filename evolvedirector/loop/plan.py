@@ -111,13 +111,15 @@ def plan_line(config: RunConfig, first_round: int, measured: Measured, set_size:
 def time_left(config: RunConfig, round: int, durations: list[float], estimates: list[float] | None = None) -> str:
     """', about 2.5 min left' after `round`; '' when the run has no round limit or none timed.
     Without `estimates`: the mean of the rounds timed so far times the rounds left. With the plan's
-    `estimates` of every round run here (round_estimates), those of the rounds left, scaled by how
-    the rounds timed so far compared with theirs: rounds at low resolution are shorter than the
-    rest, so their mean alone would promise too early an end."""
+    `estimates` of every round run here (round_estimates): those of the rounds left, each plus what
+    the rounds so far took beyond their estimates on average (teachers, director, checkpoint and
+    report are not in the estimate). Rounds at low resolution are shorter than the others, so
+    their mean alone would promise too early an end."""
     last = config.budget.max_rounds
     if last is None or not durations or round >= last:
         return ""
-    if estimates and len(estimates) >= len(durations) and sum(estimates[: len(durations)]) > 0:
-        ratio = sum(durations) / sum(estimates[: len(durations)])
-        return f", about {minutes(ratio * sum(estimates[len(durations):]))} left"
+    if estimates and len(estimates) >= len(durations):
+        beyond = (sum(durations) - sum(estimates[: len(durations)])) / len(durations)
+        left = estimates[len(durations):]
+        return f", about {minutes(max(0.0, sum(left) + beyond * len(left)))} left"
     return f", about {minutes((last - round) * sum(durations) / len(durations))} left"
