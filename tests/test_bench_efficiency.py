@@ -121,6 +121,9 @@ def test_gpu_profile_resolves_to_the_default_arms_at_a_gpu_batch_within_eight_mi
     # The CPU profiles are as they were.
     assert settings_from_options(False, None, None) == DEFAULT == settings_from_options(False, None, None, "default")
     assert settings_from_options(True, None, None) == QUICK and base_config(tmp_path, 0, DEFAULT).train.batch_size == 32
+    # The recipe its figures were measured with, whatever the demo's now: uniform timesteps, every step at 32 px.
+    train = base_config(tmp_path, 0, DEFAULT).train
+    assert (train.lr, train.timestep_power, train.low_res_side, train.low_res_steps) == (1e-3, 1.0, None, 0)
 
 
 def test_the_estimate_queues_the_ablations_behind_the_full_loop():
