@@ -33,7 +33,7 @@ def measure(trainer, student, prompts: int, repeats: int = 3) -> Measured:
     second, after one warm-up), at full size and, while low-resolution steps are left, at
     train.low_res_side, and one denoising step over `prompts` prompts. The optimizer's own step
     is left out: next to forward and backward it is a few percent."""
-    low_res_steps = getattr(trainer.config, "low_res_steps", 0)
+    low_res_steps = trainer.config.low_res_steps
     with torch.random.fork_rng(devices=[]):
         step_seconds = trainer.time_step(repeats, at_least=1.0, step=max(trainer.step, low_res_steps))
         low = trainer.time_step(repeats, at_least=1.0) if trainer.step < low_res_steps else None
@@ -80,7 +80,6 @@ def plan_line(config: RunConfig, first_round: int, measured: Measured, set_size:
     """'plan: rounds 1-8 after the seed round, each 250 training steps at batch 32, then ... (2000
     steps in all): about 4.1 min on this machine (measured: ...)'."""
     train = config.train
-    per_round = round_seconds(config, measured, set_size, heldout)
     judges = f"the director judges {100 * config.evolve.select_ratio:g}% of the set"
     low = measured.low_res_step_seconds
     batch = f"at batch {train.batch_size}"
@@ -96,7 +95,8 @@ def plan_line(config: RunConfig, first_round: int, measured: Measured, set_size:
     last = config.budget.max_rounds
     if last is None:
         return (f"plan: rounds from {max(first_round, 1)} until the budget is spent, {what}: about "
-                f"{minutes(per_round)} per round on this machine ({measuredly})")
+                f"{minutes(round_seconds(config, measured, set_size, heldout))} per round on this machine "
+                f"({measuredly})")
     rounds = last - max(first_round, 1) + 1
     if rounds <= 0:
         return "plan: no rounds left to run"
