@@ -35,8 +35,6 @@ def _w_by_h(text: str) -> str:
 WxH = Annotated[str, AfterValidator(_w_by_h)]  # an image size as teachers' APIs spell it: 1024x1024
 
 
-
-
 class Section(BaseModel):
     # No inf or nan (`max_minutes: .inf` would never end a run), and no true/false for a number:
     # pydantic's lax mode takes `batch_size: true` as 1.
