@@ -20,6 +20,7 @@ from rich.table import Table  # noqa: E402
 
 import evolvedirector.bench.efficiency  # noqa: F401  (registers `bench efficiency`)
 import evolvedirector.bench.loop  # noqa: F401  (registers `bench loop`)
+import evolvedirector.bench.student  # noqa: F401  (registers `bench student`)
 import evolvedirector.bench.teachers  # noqa: F401  (registers `bench teachers`)
 import evolvedirector.bench.threads  # noqa: F401  (registers `bench threads`)
 import evolvedirector.bench.train  # noqa: F401  (registers `bench train`)

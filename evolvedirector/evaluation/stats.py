@@ -51,3 +51,26 @@ def format_rate(cell: dict) -> str:
     if cell.get("rate") is None:
         return "-"
     return f"{cell['rate']:.2f} [{cell['low']:.2f}, {cell['high']:.2f}]"
+
+
+def accuracy_intervals(outcomes: dict[str, Sequence[bool]], *, resamples: int = 1000, level: float = 0.95,
+                       seed: int = 0) -> dict[str, dict[str, float]]:
+    """category -> {"rate", "low", "high"}: the share of correct outcomes with a percentile bootstrap
+    interval over prompts, and "mean", the categories' mean (weighed equally), whose resamples draw
+    each category's prompts within it, so it keeps the categories' weights."""
+    if not outcomes or any(len(v) == 0 for v in outcomes.values()):
+        raise ValueError("every category needs at least one outcome")
+    rng = np.random.default_rng(seed)
+    tail = (1 - level) / 2 * 100
+    result, resampled = {}, []
+    for category, values in outcomes.items():
+        codes = np.asarray(values, dtype=float)
+        drawn = codes[rng.integers(0, len(codes), size=(resamples, len(codes)))].mean(axis=1)
+        resampled.append(drawn)
+        low, high = np.percentile(drawn, [tail, 100 - tail])
+        result[category] = {"rate": float(codes.mean()), "low": float(low), "high": float(high)}
+    means = np.mean(resampled, axis=0)
+    low, high = np.percentile(means, [tail, 100 - tail])
+    result["mean"] = {"rate": float(np.mean([r["rate"] for r in result.values()])), "low": float(low),
+                      "high": float(high)}
+    return result
