@@ -131,4 +131,4 @@ def test_the_offline_open_world_config_names_the_fake_servers_ports_and_the_ship
     urls = [t.base_url for t in config.teachers] + [config.director.base_url]
     assert all(url.startswith(("http://127.0.0.1:8801/", "http://127.0.0.1:8802/")) for url in urls), urls
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert "fake_images_api --port 8801" in readme and "chat_server --port 8802" in readme
+    assert "offline_servers --images-port 8801 --chat-port 8802 &" in readme

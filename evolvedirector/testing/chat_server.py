@@ -196,22 +196,22 @@ def _handler_for(server: OpenWorldChatServer) -> type[BaseHTTPRequestHandler]:
 
 
 def main() -> None:
-    """`python -m evolvedirector.testing.chat_server [--port 8802] [--seed 0]`: serve until stdin
-    closes (Ctrl-D) or Ctrl-C; prints the base URL (`http://127.0.0.1:PORT/v1`) on the first line."""
+    """`python -m evolvedirector.testing.chat_server [--port 8802] [--seed 0]`: serve until SIGINT
+    or SIGTERM (`kill`, Ctrl-C), then exit 0 with one line on stderr. Prints the base URL
+    (`http://127.0.0.1:PORT/v1`) on the first line of stdout once it serves and handles those signals."""
     import argparse
-    import sys
+
+    from evolvedirector.testing.serve import add_lifetime_option, say_stopped, serve_until_stopped
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--port", type=int, default=0, help="0: a free port")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
+    add_lifetime_option(parser)
     args = parser.parse_args()
     with OpenWorldChatServer(seed=args.seed, port=args.port, latency=args.latency) as server:
-        print(server.base_url, flush=True)
-        try:
-            sys.stdin.read()
-        except KeyboardInterrupt:
-            pass
+        reason = serve_until_stopped(lambda: print(server.base_url, flush=True), args.stop_on_stdin_close)
+    say_stopped(f"scripted chat director on {server.base_url}", reason)
 
 
 if __name__ == "__main__":

@@ -370,22 +370,23 @@ def _handler_for(api: FakeImageAPI) -> type[BaseHTTPRequestHandler]:
 
 def main() -> None:
     """`python -m evolvedirector.testing.fake_images_api [--latency 1] [--port 8801]`: serve until
-    stdin closes (Ctrl-D) or Ctrl-C.
+    SIGINT or SIGTERM (`kill`, Ctrl-C), then exit 0 with one line on stderr.
 
-    Prints `http://127.0.0.1:PORT` on the first line, so a parent process knows where it is.
+    Prints `http://127.0.0.1:PORT` on the first line of stdout once it serves and handles those
+    signals, so a parent process knows where it is and may stop it from then on.
     """
     import argparse
+
+    from evolvedirector.testing.serve import add_lifetime_option, say_stopped, serve_until_stopped
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--port", type=int, default=0, help="0: a free port")
+    add_lifetime_option(parser)
     args = parser.parse_args()
     with FakeImageAPI(latency=args.latency, port=args.port) as api:
-        print(api.url, flush=True)
-        try:
-            sys.stdin.read()  # the parent closes our stdin (or dies) to stop us
-        except KeyboardInterrupt:
-            pass
+        reason = serve_until_stopped(lambda: print(api.url, flush=True), args.stop_on_stdin_close)
+    say_stopped(f"fake images API on {api.url}", reason)
 
 
 if __name__ == "__main__":
