@@ -20,6 +20,11 @@ RATE_LIMITED = "rate_limited"  # 429, past every retry
 TIMEOUT = "timeout"
 CONNECTION = "connection"
 UNPARSEABLE = "unparseable"  # it answered, but no reply held a usable answer
+NO_LOGPROBS = "no_logprobs"  # pointwise: it answered without the log-probabilities P("Yes") is read from
+
+# Failures whose message already says what to change; for any other kind the settings to check
+# are named.
+SELF_EXPLAINED = frozenset({NO_LOGPROBS})
 
 
 class DirectorError(RuntimeError):
@@ -83,6 +88,10 @@ def describe_kinds(kinds: Counter[str] | dict[str, int]) -> str:
 def never_answered(where: str, stage: str, tally: Tally) -> DirectorError:
     """The error that stops a run (or an evaluation) whose director failed every call of a stage
     ("round 3")."""
+    kinds = tally.by_kind()
+    if set(kinds) <= SELF_EXPLAINED:
+        return DirectorError(f"the director {where} failed every call of {stage} ({describe_kinds(kinds)}): "
+                             f"{tally.last_failure}, then run the same command again to resume")
     return DirectorError(
         f"the director {where} failed every call of {stage} ({describe_kinds(tally.by_kind())}; last: "
         f"{tally.last_failure}): check director.base_url, director.model and the key that director.api_key_env "

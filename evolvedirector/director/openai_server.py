@@ -1,7 +1,9 @@
 """A director served over the OpenAI chat-completions protocol: vLLM, SGLang, Ollama, hosted models.
 
 Images travel inline as PNG data URLs. Pointwise judging asks for one reply token with its top
-log-probabilities and reads P("Yes") from them. Where the server can constrain its output
+log-probabilities and reads P("Yes") from them; a server that answers without any (`transformers
+serve` ignores the request for them) fails the call as `no_logprobs`, not retried: a bare Yes or
+No would make nearly every comparison a tie, and so a coin flip. Where the server can constrain its output
 (`structured_output`), verdicts are forced to "A"/"B" and prompt lists to JSON; otherwise the
 tolerant parser reads free text.
 
@@ -26,14 +28,20 @@ import httpx
 from PIL import Image
 
 from evolvedirector.director.canvas import png_data_url
-from evolvedirector.director.parsing import parse_choice, parse_yes_no, yes_probability
-from evolvedirector.director.failures import AUTH, CONNECTION, TIMEOUT, DirectorCallFailed, kind_of_status
+from evolvedirector.director.parsing import parse_choice, yes_probability
+from evolvedirector.director.failures import (
+    AUTH, CONNECTION, NO_LOGPROBS, TIMEOUT, DirectorCallFailed, kind_of_status,
+)
 from evolvedirector.director.vlm import CHOICES, DirectorError, VLMDirector
 from evolvedirector.http import AttemptFailed, GaveUp, RetryPolicy, parse_retry_after, read_api_key, with_retries
 
 RETRIABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024  # a larger answer is read no further and counts as unusable
 MAX_LOGPROB_CANDIDATES = 64
+NO_LOGPROBS_ADVICE = (
+    "the server returned no logprobs; pointwise judging needs a server that returns them (vLLM, SGLang), "
+    "or set director.mode: pairwise (in the config.yaml of the run's folder once a run has started)"
+)
 
 
 class OpenAIDirector(VLMDirector):
@@ -72,14 +80,10 @@ class OpenAIDirector(VLMDirector):
         body = self._body(text, image, 1, attempt)
         body.update({"logprobs": True, "top_logprobs": self.config.top_logprobs})
         response = await self._chat(body)
-        probability = yes_probability(first_token_candidates(response))
-        if probability is not None:
-            return probability
-        # A server without log-probabilities still answers Yes or No: a score of 1 or 0.
-        answer = parse_yes_no(message_content(response))
-        if answer is not None:
-            self.stats["no_logprobs"] += 1
-        return answer
+        candidates = first_token_candidates(response)
+        if not candidates and _first_choice(response):  # an answer, but none of the numbers asked for
+            raise DirectorCallFailed(NO_LOGPROBS, NO_LOGPROBS_ADVICE)
+        return yes_probability(candidates)
 
     async def _ask_text(self, text: str, schema: dict, attempt: int) -> str:
         body = self._body(text, None, self.config.max_tokens, attempt)

@@ -113,13 +113,6 @@ def parse_category(reply: object, categories: Iterable[str]) -> str | None:
     return mentioned.pop() if len(mentioned) == 1 else None
 
 
-def parse_yes_no(reply: object) -> float | None:
-    """1.0 for a reply that answers Yes, 0.0 for No, None otherwise (used when no logprobs come)."""
-    text = _unfenced(_clip(reply)).strip().lower()
-    match = re.match(r"^\W{0,3}(yes|no)\b", text)
-    return None if match is None else float(match.group(1) == _YES)
-
-
 def yes_probability(candidates: Iterable[tuple[object, object]]) -> float | None:
     """P("Yes") from (token, logprob) pairs of the first answer token (VQAScore style).
 

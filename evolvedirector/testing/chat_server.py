@@ -7,6 +7,9 @@ without structured output does, including replies the product must refuse or ski
 
 - a request with an image (the pairwise canvas): "A" with probability `a_rate`, else "B", in
   several phrasings ("A", "Answer: (B)", "Image (A) is better aligned ...");
+- a request with an image that asks for Yes or No (pointwise): "Yes" or "No" for a random
+  P("Yes"), with the first token's log-probabilities when asked for them; with `logprobs=False`
+  it leaves them out, as `transformers serve` does (it ignores `logprobs` and `top_logprobs`);
 - expansion ("Write {n} new prompts"): a cycle of scripted replies. Most hold new prompts
   ("a watercolor of <last word of the prompt> number 17": unique by a counter); the others are a
   refusal, the parent again in other case and punctuation, a held-out prompt (when told them),
@@ -16,7 +19,7 @@ without structured output does, including replies the product must refuse or ski
 
 Every answer takes `latency` seconds (0 by default), as a served model's would.
 
-Books (thread-safe): `requests[kind]` per kind (verdict, expand, mutate, categorize, unknown),
+Books (thread-safe): `requests[kind]` per kind (verdict, pointwise, expand, mutate, categorize, unknown),
 `replies`, every (kind, reply text) in order, and `spans`, each request's (start, end) in
 time.time() seconds. It serves tests and `evolvedirector bench loop`; a run never starts it.
 """
@@ -24,6 +27,7 @@ time.time() seconds. It serves tests and `evolvedirector bench loop`; a run neve
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 import threading
@@ -39,14 +43,16 @@ SCENES = ("a lighthouse on a cliff at dusk", "a bowl of ramen on a wooden table"
 REFUSAL = "I'm sorry, but I can't help with that."
 _PROMPT = re.compile(r'Here is a prompt: "(.*?)"\. Write', re.DOTALL)
 _CATEGORIES = re.compile(r"The categories are: (.*?)\. Answer", re.DOTALL)
+_YES_OR_NO = re.compile(r"Answer Yes or No", re.IGNORECASE)
 
 
 class OpenWorldChatServer:
     """`with OpenWorldChatServer(heldout=...) as server:` serves on a free port; `server.base_url` is /v1."""
 
     def __init__(self, seed: int = 0, a_rate: float = 0.7, heldout: Iterable[str] = (), off_list_every: int = 4,
-                 model: str = "open-world-director", port: int = 0, latency: float = 0.0):
+                 model: str = "open-world-director", port: int = 0, latency: float = 0.0, logprobs: bool = True):
         self.port = port  # 0: a free one
+        self.logprobs = logprobs  # False: never any log-probabilities, whatever the request asks
         self.latency = latency
         self.spans: list[tuple[float, float]] = []
         self.rng = random.Random(seed)
@@ -78,8 +84,15 @@ class OpenWorldChatServer:
 
     # ---- answering ------------------------------------------------------------------------------
 
-    def answer(self, text: str, has_image: bool) -> str:
+    def answer(self, text: str, has_image: bool, logprobs: bool = False) -> tuple[str, dict | None]:
+        """The reply text, and the `logprobs` of its choice (None: none sent) when asked for them."""
         with self._lock:
+            if has_image and _YES_OR_NO.search(text):
+                p_yes = self.rng.random()
+                reply = "Yes" if p_yes >= 0.5 else "No"
+                self.requests["pointwise"] += 1
+                self.replies.append(("pointwise", reply))
+                return reply, _logprobs(reply, p_yes) if logprobs and self.logprobs else None
             if has_image:
                 kind, reply = "verdict", self._verdict()
             elif (match := _CATEGORIES.search(text)) is not None:
@@ -92,7 +105,7 @@ class OpenWorldChatServer:
                 kind, reply = "unknown", "I cannot tell what you are asking."
             self.requests[kind] += 1
             self.replies.append((kind, reply))
-            return reply
+            return reply, None
 
     def _new(self, noun: str) -> str:
         self.counter += 1
@@ -140,6 +153,14 @@ class OpenWorldChatServer:
         return f"Category: {self.rng.choice(categories).title()}"
 
 
+def _logprobs(answer: str, p_yes: float) -> dict:
+    """The chat-completions `logprobs` of a one-token answer: the token and both alternatives."""
+    entries = [{"token": token, "logprob": math.log(max(p, 1e-12))}
+               for token, p in (("Yes", p_yes), ("No", 1.0 - p_yes))]
+    chosen = next(e for e in entries if e["token"] == answer)
+    return {"content": [{**chosen, "top_logprobs": entries}]}
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 64  # a director's concurrent requests connect at once; a short backlog drops SYNs
@@ -174,14 +195,15 @@ def _handler_for(server: OpenWorldChatServer) -> type[BaseHTTPRequestHandler]:
                 return self._send(400, {"error": {"message": "bad request"}})
             started = time.time()
             time.sleep(server.latency)  # the model's time to answer
-            content = server.answer(*_read(body))
+            content, logprobs = server.answer(*_read(body), logprobs=bool(body.get("logprobs")))
             with server._lock:
                 server.spans.append((started, time.time()))
+            choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
+            if logprobs is not None:
+                choice["logprobs"] = logprobs
             self._send(200, {
                 "id": f"chatcmpl-{time.monotonic_ns():x}", "object": "chat.completion", "created": int(time.time()),
-                "model": server.model, "usage": {"prompt_tokens": 1, "completion_tokens": 1},
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": content}}],
+                "model": server.model, "usage": {"prompt_tokens": 1, "completion_tokens": 1}, "choices": [choice],
             })
 
         def _send(self, status: int, payload: dict) -> None:
@@ -207,9 +229,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0, help="0: a free port")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
+    parser.add_argument("--no-logprobs", action="store_true",
+                        help="never send log-probabilities, as `transformers serve` does")
     add_lifetime_option(parser)
     args = parser.parse_args()
-    with OpenWorldChatServer(seed=args.seed, port=args.port, latency=args.latency) as server:
+    with OpenWorldChatServer(seed=args.seed, port=args.port, latency=args.latency,
+                             logprobs=not args.no_logprobs) as server:
         reason = serve_until_stopped(lambda: print(server.base_url, flush=True), args.stop_on_stdin_close)
     say_stopped(f"scripted chat director on {server.base_url}", reason)
 

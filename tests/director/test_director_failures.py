@@ -13,7 +13,9 @@ from typer.testing import CliRunner
 
 from evolvedirector.cli import app
 from evolvedirector.director import build_director
+from evolvedirector.director.openai_server import NO_LOGPROBS_ADVICE
 from evolvedirector.store import Store
+from evolvedirector.testing.chat_server import OpenWorldChatServer
 from evolvedirector.worlds.shapes.chat_server import ShapesChatServer
 from test_director_openai import pairs
 from test_loop import tiny_config
@@ -119,4 +121,29 @@ def test_a_director_that_never_answers_stops_the_run_with_one_line(tmp_path, sta
     # The round it happened in is committed with its failures: `status` shows them.
     store = Store(run_dir / "evolve.db")
     assert store.last_round() == 0 and set(store.director_failures()[0]) == {kind}
+    store.close()
+
+
+def test_a_pointwise_director_on_a_server_without_logprobs_stops_the_run_saying_why(tmp_path):
+    """Against a server that ignores `logprobs` (as `transformers serve` does), the run stops with
+    one line that names the cause and what to change, once round 0 is committed; with the run
+    folder's config.yaml set to pairwise, the same command resumes."""
+    with OpenWorldChatServer(logprobs=False) as server:
+        result, run_dir = run_with_director(tmp_path, server, rounds=1, mode="pointwise", retries=2)
+        asked = server.requests["pointwise"]
+        saved = run_dir / "config.yaml"
+        saved.write_text(saved.read_text().replace("mode: pointwise", "mode: pairwise"))
+        again, _ = run_with_director(tmp_path, server, rounds=1, mode="pointwise", retries=2)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.output.splitlines()[-1] == (
+        f"error: the director at {server.base_url}/chat/completions failed every call of round 0 (no_logprobs 80): "
+        f"{NO_LOGPROBS_ADVICE}, then run the same command again to resume")
+    assert asked == 160  # 80 comparisons, one request per image, none asked again
+    round_line = next(line for line in result.output.splitlines() if line.startswith("round   0"))
+    assert "director failed 80 of 80 calls (no_logprobs 80)" in round_line
+    assert again.exit_code == 0, again.output
+    store = Store(run_dir / "evolve.db")
+    assert store.last_round() == 1 and set(store.director_failures()[0]) == {"no_logprobs"}
+    assert 1 not in store.director_failures() or "no_logprobs" not in store.director_failures()[1]
     store.close()

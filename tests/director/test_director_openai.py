@@ -9,6 +9,7 @@ import pytest
 from evolvedirector.director import DirectorError, build_director
 from evolvedirector.director import openai_server
 from evolvedirector.director.canvas import decode_data_url, split
+from evolvedirector.testing.chat_server import OpenWorldChatServer
 from evolvedirector.worlds.shapes.chat_server import ShapesChatServer
 from evolvedirector.worlds.shapes import grammar
 from evolvedirector.worlds.shapes.render import render, render_mistake
@@ -105,13 +106,7 @@ def test_both_orders_cancel_a_position_bias(openai_config):
     assert 8 <= results.count("A") <= 24
 
 
-def test_pointwise_reads_p_yes_from_logprobs_or_falls_back_to_the_answer(openai_config):
-    class NoLogprobs(ShapesChatServer):
-        def complete(self, body):
-            answer = super().complete(body)
-            answer["choices"][0].pop("logprobs", None)
-            return answer
-
+def test_pointwise_reads_p_yes_from_logprobs(openai_config):
     prompt = "two purple triangles"
     with ShapesChatServer() as server:
         director = build_director(openai_config(server, mode="pointwise"), seed=0)
@@ -122,10 +117,28 @@ def test_pointwise_reads_p_yes_from_logprobs_or_falls_back_to_the_answer(openai_
 
         good, bad = asyncio.run(both())
     assert good == pytest.approx(0.98) and 0.02 <= bad < good
-    with NoLogprobs() as server:
-        director = build_director(openai_config(server, mode="pointwise"), seed=0)
-        assert asyncio.run(director.score(prompt, render(prompt, 32))) == 1.0
-        assert director.stats["no_logprobs"] == 1
+
+
+@pytest.mark.parametrize("logprobs", [True, False])
+def test_pointwise_on_a_server_without_logprobs_fails_saying_so_and_is_not_retried(openai_config, logprobs):
+    """`transformers serve` ignores `logprobs`: its bare Yes or No is no P("Yes"). The call fails
+    with a kind and a message of its own, not as an unparseable reply asked again and again."""
+    [(prompt, good, bad)] = pairs(1)
+    with OpenWorldChatServer(logprobs=logprobs) as server:
+        director = build_director(openai_config(server, mode="pointwise", retries=3), seed=0)
+        verdict = asyncio.run(director.compare(prompt, good, bad))
+        asked = server.requests["pointwise"]
+    if logprobs:  # the same fake with its numbers: judged
+        assert verdict.winner in ("A", "B") and verdict.explanation.startswith("P(yes) A ")
+        assert asked == 2
+        return
+    assert (verdict.winner, verdict.failure) == (None, "no_logprobs")
+    assert verdict.explanation == f"no usable answer (no_logprobs): {openai_server.NO_LOGPROBS_ADVICE}"
+    assert "pointwise judging needs a server that returns them (vLLM, SGLang)" in verdict.explanation
+    assert "director.mode: pairwise" in verdict.explanation
+    assert asked == 2  # one request per image, none retried
+    tally = director.take_tally()
+    assert tally.failures == {("compare", "no_logprobs"): 1} and director.stats["parse_failures"] == 0
 
 
 def test_transient_failures_are_retried_with_backoff(openai_config):

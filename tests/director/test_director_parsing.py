@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 
 from evolvedirector.director.openai_server import first_token_candidates, message_content, structured_fields
 from evolvedirector.director.parsing import (
-    MAX_PROMPT_CHARS, parse_category, parse_choice, parse_prompt_list, parse_single_prompt, parse_yes_no,
-    yes_probability,
+    MAX_PROMPT_CHARS, parse_category, parse_choice, parse_prompt_list, parse_single_prompt, yes_probability,
 )
 
 
@@ -39,12 +38,11 @@ def test_parse_prompt_list_reads_json_fences_objects_and_numbered_lists():
     assert parse_prompt_list(json.dumps(["a" * (MAX_PROMPT_CHARS + 1), "ok"]), 3) == ["ok"]
 
 
-def test_parse_single_prompt_and_yes_no():
+def test_parse_single_prompt():
     assert parse_single_prompt('["three red circles"]') == "three red circles"
     assert parse_single_prompt("the letter T in green") == "the letter T in green"
     assert parse_single_prompt("line one\nline two") is None
     assert parse_single_prompt("[unbalanced") is None
-    assert (parse_yes_no("Yes."), parse_yes_no(" no"), parse_yes_no("maybe")) == (1.0, 0.0, None)
 
 
 def test_yes_probability_sums_spellings_and_needs_an_answer():
@@ -138,7 +136,6 @@ def test_parsers_never_crash_and_return_only_well_formed_data(reply, limit):
         assert not any(ord(ch) < 32 for ch in prompt)
     single = parse_single_prompt(reply)
     assert single is None or (isinstance(single, str) and 0 < len(single) <= MAX_PROMPT_CHARS)
-    assert parse_yes_no(reply) in (None, 0.0, 1.0)
     assert not hasattr(builtins, "PWNED")  # a reply is data: nothing in it ever ran
 
 
