@@ -13,6 +13,9 @@ GET  /files/{name}.png             image bytes
 ```
 
 An image answer takes `latency` seconds (a queued job finishes `latency` after its submit).
+`hold()` keeps every generation request that arrives from then on unanswered (counted in `held`)
+until `release()`; released, each is made and billed as any other, so a test can kill a client at
+the moment its calls are certainly at the provider, not merely sent.
 `inject(route, fault, times)` makes the next `times` requests of a route fail one way. It keeps
 the books a provider would: images it generated (and so would bill), every submit with its
 idempotency key, every POSTed body, requests per route, the most requests it served at once, and
@@ -100,6 +103,9 @@ class FakeImageAPI:
         self.auth_seen: list[tuple[str, str | None]] = []  # (route, Authorization header)
         self.files: dict[str, bytes] = {}
         self.max_in_flight = 0
+        self.held = 0  # generation requests waiting for release()
+        self._released = threading.Event()
+        self._released.set()
         self.spans: list[tuple[str, float, float]] = []
         self._in_flight = 0
         self._faults: dict[str, deque] = defaultdict(deque)
@@ -144,6 +150,13 @@ class FakeImageAPI:
     def take_fault(self, route: str) -> tuple[str, dict] | tuple[None, dict]:
         with self.lock:
             return self._faults[route].popleft() if self._faults[route] else (None, {})
+
+    def hold(self) -> None:
+        """Generation requests arriving from now on wait, unanswered, until release()."""
+        self._released.clear()
+
+    def release(self) -> None:
+        self._released.set()
 
     def billed_jobs(self) -> int:
         """Jobs the provider would bill: every accepted job that did not fail."""
@@ -291,6 +304,21 @@ def _handler_for(api: FakeImageAPI) -> type[BaseHTTPRequestHandler]:
                 return b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
             return data
 
+        def _wait_for_release(self) -> bool:
+            """False when the API stopped first."""
+            if api._released.is_set():
+                return True
+            with api.lock:
+                api.held += 1
+            try:
+                while not api._released.wait(0.02):
+                    if api.stopped.is_set():
+                        return False
+                return True
+            finally:
+                with api.lock:
+                    api.held -= 1
+
         def _generate(self, body: dict, _, fault: str | None) -> None:
             if fault == "refuse":
                 self._json(400, {"error": {"code": "content_policy_violation", "message": REFUSAL}})
@@ -302,7 +330,7 @@ def _handler_for(api: FakeImageAPI) -> type[BaseHTTPRequestHandler]:
             if replay is not None:
                 self._json(200, replay)
                 return
-            if api.stopped.wait(api.latency):
+            if not self._wait_for_release() or api.stopped.wait(api.latency):
                 return
             width, height = _size(body.get("size"))
             data = self._image_bytes(fake_image(str(body.get("prompt", "")), 0, width, height), fault)

@@ -12,18 +12,20 @@ from evolvedirector.config import OpenAITeacherConfig, QueueTeacherConfig
 from evolvedirector.store import ImageStore, Store
 from evolvedirector.teachers import ImageRequest, Ledger, build_teacher
 
+SLOTS = 6  # calls in flight at once, per teacher
+
 
 def crash_teacher(url: str):
     return build_teacher(QueueTeacherConfig(
         name="qu", backend="queue", cost_per_image=0.02, base_url=f"{url}/queue", default_size="32x32",
-        concurrency=6, poll_interval_s=0.02, timeout_s=5, idempotency_header="Idempotency-Key",
+        concurrency=SLOTS, poll_interval_s=0.02, timeout_s=5, idempotency_header="Idempotency-Key",
     ))
 
 
 def crash_openai_teacher(url: str):
     return build_teacher(OpenAITeacherConfig(
         name="oa", backend="openai", cost_per_image=0.04, base_url=f"{url}/v1", api_key_env=None,
-        default_size="32x32", concurrency=6, timeout_s=5,
+        default_size="32x32", concurrency=SLOTS, timeout_s=5,
     ))
 
 

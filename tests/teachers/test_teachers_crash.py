@@ -18,7 +18,7 @@ from evolvedirector.teachers import Ledger, idempotency_key
 from evolvedirector.testing.fake_images_api import FakeImageAPI
 
 sys.path.insert(0, str(Path(__file__).parent))
-from teachers_crash_worker import crash_openai_teacher, crash_requests, crash_teacher  # noqa: E402
+from teachers_crash_worker import SLOTS, crash_openai_teacher, crash_requests, crash_teacher  # noqa: E402
 
 pytestmark = pytest.mark.timeout(30)
 CALLS = 30
@@ -98,17 +98,29 @@ def test_kill_9_mid_batch_then_resume_pays_each_image_once(tmp_path):
 
 
 def kill_mid_batch(tmp_path: Path, api: FakeImageAPI, backend: str) -> list[tuple]:
-    """Start the worker, SIGKILL it once some calls are done and others in flight; the rows then."""
+    """Start the worker; once some calls are done, hold the API's answers and SIGKILL the worker
+    when every slot's call is at the API (held there, not merely sent) and every other sent call
+    is recorded done; release them then: the API makes and bills them, as a provider finishes what
+    it was sent. The rows at the kill."""
     db = tmp_path / "evolve.db"
     child = subprocess.Popen([sys.executable, str(WORKER), str(tmp_path), api.url, str(CALLS), backend],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def sent_unfinished() -> int:
+        return sum(status == "pending" and sent for _, status, _, sent in ledger_rows(db, "sent"))
+
     try:
         deadline = time.monotonic() + 90  # left as soon as it holds; long for a slow, busy machine
         while time.monotonic() < deadline and sum(s == "done" for _, s, _ in ledger_rows(db)) < 6:
             time.sleep(0.02)
+        api.hold()
+        # A call answered just before the hold may still be on its way to `done`: wait for it too.
+        while time.monotonic() < deadline and not (api.held >= SLOTS and sent_unfinished() <= api.held):
+            time.sleep(0.02)
         os.kill(child.pid, signal.SIGKILL)
         child.wait(timeout=10)
     finally:
+        api.release()
         if child.poll() is None:
             child.kill()
             child.wait()
@@ -125,7 +137,7 @@ def test_calls_in_flight_at_a_kill_are_counted_so_that_the_bill_reconciles(tmp_p
         at_kill = kill_mid_batch(tmp_path, api, "openai")
         pending_at_kill = sum(status == "pending" for _, status, _, _ in at_kill)
         in_flight_at_kill = sum(status == "pending" and sent for _, status, _, sent in at_kill)
-        assert 0 < in_flight_at_kill <= 6 < pending_at_kill  # 6 slots; the other pending calls never left
+        assert in_flight_at_kill == SLOTS < pending_at_kill  # every slot's call; the other pending ones never left
         deadline = time.monotonic() + 60
         while api._in_flight and time.monotonic() < deadline:  # the dead run's calls finish (billed)
             time.sleep(0.02)
