@@ -127,15 +127,22 @@ def count(db: Path, table: str) -> int:
         return 0
 
 
-def kill_when(process: subprocess.Popen, condition, extra_delay: float = 0.0, timeout: float = 120) -> None:
+def kill_when(process: subprocess.Popen, condition, timeout: float = 120) -> None:
+    """SIGKILL the run as soon as `condition()` holds: a state the run has reached (never a delay
+    after one, which a busy machine may stretch past the moment meant)."""
     deadline = time.time() + timeout
     while not condition():
         assert process.poll() is None, "the run ended before it could be killed"
         assert time.time() < deadline, "the run never reached the point to kill it at"
         time.sleep(0.01)
-    time.sleep(extra_delay)
     process.send_signal(signal.SIGKILL)
     process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before the kill landed"
+
+
+def judging(run_dir: Path, round: int):
+    """Whether `round` has trained and its director is judging: its grid of what is judged is written."""
+    return lambda: (run_dir / "rounds" / f"{round:04d}" / "judged.png").exists()
 
 
 @pytest.mark.timeout(300)
@@ -152,9 +159,9 @@ def test_kill_9_at_any_moment_then_resume(tmp_path):
     kill_when(run_cli(config_path), lambda: count(db, "teacher_calls") > 30)
     assert count(db, "rounds") == 0  # killed while buying the seed set
     calls_at_first_kill = count(db, "teacher_calls")
-    kill_when(run_cli(config_path), lambda: count(db, "rounds") >= 2, extra_delay=0.5)
+    kill_when(run_cli(config_path), judging(tmp_path / "run", 2))
     assert 2 <= count(db, "rounds") < 5  # killed inside a later round
-    kill_when(run_cli(config_path), lambda: count(db, "rounds") >= 3, extra_delay=0.05)
+    kill_when(run_cli(config_path), lambda: count(db, "rounds") >= 3)  # just after round 2's commit
 
     process = run_cli(config_path)
     _, stderr = process.communicate(timeout=240)

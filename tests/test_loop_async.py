@@ -11,7 +11,7 @@ from evolvedirector.config import parse_config
 from evolvedirector.loop import Evolution
 from evolvedirector.store import Store
 from evolvedirector.trainer import checkpoint as ckpt
-from test_loop import check_run_invariants, count, kill_when, run_cli, tiny_config
+from test_loop import check_run_invariants, count, judging, kill_when, run_cli, tiny_config
 
 
 def async_config(out: Path, **budget) -> dict:
@@ -74,7 +74,7 @@ def test_kill_9_mid_round_then_resume_keeps_every_committed_round_and_pays_nothi
     config_path.write_text(yaml.safe_dump(data))
     db = tmp_path / "run" / "evolve.db"
 
-    kill_when(run_cli(config_path), lambda: count(db, "rounds") >= 3, extra_delay=0.3)
+    kill_when(run_cli(config_path), judging(tmp_path / "run", 3))  # the trainer trains on meanwhile
     last = count(db, "rounds") - 1
     assert 2 <= last < 5, "killed after the run's last round: nothing was in flight"
     before = committed(db, last)
