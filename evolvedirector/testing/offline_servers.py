@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="the chat director's seed")
     add_lifetime_option(parser)
     args = parser.parse_args(argv)
-    with FakeImageAPI(port=args.images_port) as images, OpenWorldChatServer(seed=args.seed, port=args.chat_port) as chat:
+    with FakeImageAPI(port=args.images_port) as images, \
+            OpenWorldChatServer(seed=args.seed, port=args.chat_port) as chat:
         def announce() -> None:
             print(f"images: {images.url}\nchat: {chat.base_url}", flush=True)
 
