@@ -8,6 +8,7 @@ from evolvedirector.bench.efficiency import (
     CEILING, QUICK, Arm, Settings, best_naive_curve, calls_needed, loop_arm, naive_arm, run_arms,
 )
 from evolvedirector.cli import app
+from evolvedirector.config import demo_config_path, load_config
 
 TINY = Settings(ladder=(24, 48), steps=2, seeds=(0,), heldout_per_domain=2, ablation_budget=None, judge_accuracies=())
 
@@ -113,17 +114,32 @@ def test_gpu_profile_resolves_to_the_default_arms_at_a_gpu_batch_within_eight_mi
         return sorted((a.name, a.budget, a.seed) for a in main_arms(s) + ablation_arms(s, 0.2))
     assert arm_set(settings) == arm_set(DEFAULT) and len(arm_set(settings)) == 22
     assert settings.batch_size * settings.steps > 3000 * 32  # more images than the CPU curve's 0.53 point
-    config = base_config(tmp_path, 0, settings)
-    assert (config.train.batch_size, config.train.lr, config.device) == (256, settings.lr, "cuda")
-    assert 1e-3 < settings.lr < 8e-3  # the demo's 1e-3 at batch 32, scaled by less than the batch
+    config, demo = base_config(tmp_path, 0, settings), load_config(demo_config_path())
+    # The demo's lr at its batch, scaled by the square root of the batch ratio; nothing else differs.
+    assert (config.train.batch_size, config.device) == (256, "cuda")
+    assert config.train.lr == pytest.approx(demo.train.lr * math.sqrt(256 / demo.train.batch_size))
+    assert config.train.model_dump(exclude={"batch_size", "lr"}) == demo.train.model_dump(exclude={"batch_size", "lr"})
+    assert config.student == demo.student
     assert gpu_estimate(settings, GPU_JOBS) <= 8 * 60
     assert settings_from_options(False, 500, None, "gpu").steps == 500
     # The CPU profiles are as they were.
     assert settings_from_options(False, None, None) == DEFAULT == settings_from_options(False, None, None, "default")
-    assert settings_from_options(True, None, None) == QUICK and base_config(tmp_path, 0, DEFAULT).train.batch_size == 32
-    # The recipe its figures were measured with, whatever the demo's now: uniform timesteps, every step at 32 px.
-    train = base_config(tmp_path, 0, DEFAULT).train
-    assert (train.lr, train.timestep_power, train.low_res_side, train.low_res_steps) == (1e-3, 1.0, None, 0)
+    assert settings_from_options(True, None, None) == QUICK
+
+
+@pytest.mark.parametrize("profile", ["default", "quick"])
+def test_the_cpu_profiles_train_the_demo_s_student_and_recipe_exactly(tmp_path, profile):
+    from evolvedirector.bench.efficiency import PROFILES, base_config
+
+    settings = PROFILES[profile]
+    config, demo = base_config(tmp_path, 3, settings), load_config(demo_config_path())
+    assert config.student == demo.student and config.train == demo.train
+    assert config.train.low_res_steps > 0 and config.train.timestep_power != 1.0  # the demo's, not pinned off
+    # Only the bench's own fields differ from the demo's config.
+    assert (config.world.heldout_per_domain, config.evolve.evaluate_every_round, config.log_with) == (
+        settings.heldout_per_domain, False, [])
+    assert config.model_dump(exclude={"out", "seed", "world", "evolve", "log_with"}) == demo.model_dump(
+        exclude={"out", "seed", "world", "evolve", "log_with"})
 
 
 def test_the_estimate_queues_the_ablations_behind_the_full_loop():

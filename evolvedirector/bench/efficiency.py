@@ -12,9 +12,12 @@ for the same steps: no curation gives better images, so when it stays below the 
 student, not the director, is what keeps S under T at these settings.
 
 Every arm trains a fresh student for exactly `steps` optimizer steps and is graded on the same
-held-out prompts, which no arm ever trains on. Profiles: the default and `--quick` are sized for
-a CPU (arms in parallel processes, one core each); `--profile gpu` runs the default's arms on one
-H100/H200, at a far larger batch and more steps, several arms sharing the GPU. The last line printed is
+held-out prompts, which no arm ever trains on. The student and recipe are the demo's, as
+configs/demo.yaml's `student` and `train` sections define them (its 16-px steps count from each
+arm's first step); a profile changes only what its hardware needs: the batch, the learning rate
+with it, the device. Profiles: the default and `--quick` are sized for a CPU (arms in parallel
+processes, one core each); `--profile gpu` runs the default's arms on one H100/H200, at a far
+larger batch and more steps, several arms sharing the GPU. The last line printed is
 `efficiency ratio=<R> student=<S> best_teacher=<T>`, where R is the calls naive distillation
 needs to reach the loop's accuracy at the smallest budget divided by the loop's calls there
 (log-linear interpolation on the ladder; the best naive arm at each budget), S is the loop's
@@ -64,51 +67,52 @@ class Settings:
     naive_teachers: tuple[str, ...] = ("quill", "random")  # on the whole ladder
     single_teachers_at_ablation: bool = True  # every other teacher alone, at the ablation budget
     ceiling: bool = True  # the student on perfect images at the ablation budget: what any curation could reach
-    # The student and recipe its figures below were measured with (the demo's now learn faster:
-    # shapes-xxs at 3e-3, noisier timesteps, a 16-px first round, which the bench leaves out).
-    student_size: str = "shapes-xs"
-    lr: float = 1e-3
-    timestep_power: float = 1.0
-    # The recipe, where it is not the demo's (None: demo.yaml's train.batch_size, device).
+    # What a profile's hardware changes in the demo's recipe (None: demo.yaml's). lr None with a
+    # batch of its own: the demo's lr scaled by the square root of the batch ratio (Adam's rule).
     batch_size: int | None = None
+    lr: float | None = None
     device: str | None = None
 
 
-# Measured learning curve of shapes-xs on 1000 prompts of perfect images (16 held-out
+# Every figure in these comments was measured with the earlier recipe (shapes-xs, lr 1e-3,
+# uniform timesteps, every step at 32 px) and has not been re-measured with the demo's
+# (shapes-xxs at 3e-3, noisier timesteps, 500 steps at 16 px), which learns faster and steps faster.
+# Learning curve of shapes-xs on 1000 prompts of perfect images (earlier recipe, 16 held-out
 # prompts per domain): 500 steps 0.02, 1000 steps 0.11, 2000 steps 0.42, 3000 steps 0.53, 4000
 # 0.48. Below ~1500 steps data quality hardly shows, so the default buys steps by running fewer
 # arms: the best single teacher (quill) and a random teacher on the whole ladder, the other two
 # teachers alone only at the ablation budget, the second seed for the loop and quill only. The
 # director's accuracy 0.9 is the loop's own default, so its ablation rows are 1.0, 0.75 and 0.6.
-# Measured on 2 CPU cores (two arms at a time, one core each): at 1500 steps a naive arm takes
-# ~290 s and a loop arm ~340 s (rendering for the director, grading), 23 arms 61 minutes; at 1300
-# steps the default's 22 arms took 50 minutes (2999 s).
+# Measured on 2 CPU cores with the earlier recipe (two arms at a time, one core each): at 1500
+# steps a naive arm took ~290 s and a loop arm ~340 s (rendering for the director, grading), 23
+# arms 61 minutes; at 1300 steps the default's 22 arms took 50 minutes (2999 s).
 DEFAULT = Settings(ladder=(250, 1000, 4000), steps=1300, seeds=(0, 1), heldout_per_domain=16,
                    ablation_budget=1000, judge_accuracies=(1.0, 0.75, 0.6))
-# Four arms, two at a time: measured 397 s (6.6 minutes) on 2 cores.
+# Four arms, two at a time: measured 397 s (6.6 minutes) on 2 cores with the earlier recipe.
 QUICK = Settings(ladder=(250, 1000), steps=1000, seeds=(0,), heldout_per_domain=12, ablation_budget=None,
                  judge_accuracies=(), naive_teachers=("quill",), single_teachers_at_ablation=False,
                  ceiling=False)
 # One H100 or H200 (`--profile gpu`): the default's 22 arms, each trained 8x the batch for 2000
 # steps, so the student sees 512k images, 5.3x the 96k of the CPU curve's 3000 steps at batch 32
-# (0.53 on perfect images), and relations and counts have the steps to show. The learning rate
-# grows as the square root of the batch (Adam's rule: 1e-3 x sqrt(256/32) = 2.8e-3); the demo's
-# warm-up and EMA stay. Eight arms at a time share the GPU, each a process with 2 threads
-# of the 16 cores.
+# (0.53 on perfect images with the earlier recipe), and relations and counts have the steps to
+# show. The learning rate grows as the square root of the batch (Adam's rule: the demo's 3e-3 x
+# sqrt(256/32) = 8.5e-3, computed by base_config; not tried at this batch, and above the 5e-3 the
+# demo found worse at batch 32); the demo's warm-up, EMA, timesteps and 16-px first steps stay.
+# Eight arms at a time share the GPU, each a process with 2 threads of the 16 cores.
 #
 # Estimated runtime (not yet measured on a GPU; `estimate_seconds` is the model, `gpu_estimate`
-# its figures): the shapes-xs step measured 26 ms at batch 32 on CUDA, bound by Python, not the
-# GPU; at batch 256 the host also draws 8x the noise and batches 8x the samples: ~35 ms for an
+# its figures), from the earlier recipe's shapes-xs, not re-measured for the demo's shapes-xxs:
+# its step measured 26 ms at batch 32 on CUDA, bound by Python, not the GPU; at batch 256 the host also draws 8x the noise and batches 8x the samples: ~35 ms for an
 # arm alone. The GPU's own work at 256 is ~0.1 TFLOP a step (0.4 GFLOP an image,
 # trainer/flops.py) in fp32, ~5 ms, so eight arms keep it busy and each steps every ~40 ms:
 # 2000 steps ~80 s. Add ~20 s an arm for its process, CUDA context and data (up to 4000 prompts
 # through MiniLM on the CPU), ~45 s for the loop's (with its rounds: renders, judging, buying):
 # 22 arms, 8 at a time, the ablations once the full loop is done, ~6.2 minutes, and the tables
 # ~20 s: 6.6 minutes, within 8. Each ms more a step adds ~6 s, each s more an arm ~3 s: a step of
-# up to 54 ms still fits. (The same model with the CPU's measured figures, 290 s a naive arm at
+# up to 54 ms still fits. (The same model with the CPU's figures measured with the earlier recipe, 290 s a naive arm at
 # 1500 steps and 50 s more for the loop, two at a time, gives 52 minutes for the default: it took 50.)
 GPU = Settings(ladder=(250, 1000, 4000), steps=2000, seeds=(0, 1), heldout_per_domain=16,
-               ablation_budget=1000, judge_accuracies=(1.0, 0.75, 0.6), batch_size=256, lr=2.8e-3, device="cuda")
+               ablation_budget=1000, judge_accuracies=(1.0, 0.75, 0.6), batch_size=256, device="cuda")
 GPU_JOBS = 8
 GPU_HOST_STEP_S = 0.035  # an arm's step at batch 256 alone: Python-bound (26 ms measured at batch 32)
 GPU_DEVICE_STEP_S = 0.005  # the GPU's own work in that step (estimated from its FLOPs)
@@ -134,18 +138,16 @@ class Result:
 
 
 def base_config(out: Path, seed: int, settings: Settings) -> RunConfig:
-    """The demo's config with the profile's student and recipe, without per-round evaluation (the
-    bench grades at the end)."""
+    """The demo's config, student and recipe as it defines them but for what the profile's hardware
+    changes (batch, lr, device), without per-round evaluation (the bench grades at the end)."""
     config = load_config(demo_config_path(), overrides={"out": str(out), "seed": seed})
-    config.student.size = settings.student_size
     config.world.heldout_per_domain = settings.heldout_per_domain
     config.evolve.evaluate_every_round = False
     config.log_with = []  # arms are compared by their results, not followed
-    if settings.batch_size is not None:
-        config.train.batch_size = settings.batch_size
-    # Every step at full size: the figures were measured without the demo's 16-px first round.
-    config.train = config.train.model_copy(update={"lr": settings.lr, "timestep_power": settings.timestep_power,
-                                                   "low_res_side": None, "low_res_steps": 0})
+    batch, lr = settings.batch_size or config.train.batch_size, settings.lr
+    if lr is None:
+        lr = config.train.lr * math.sqrt(batch / config.train.batch_size)
+    config.train = config.train.model_copy(update={"batch_size": batch, "lr": lr})
     if settings.device is not None:
         config.device = settings.device
     return config
@@ -551,12 +553,15 @@ def efficiency(
         return unfinished(ablation_arms(settings, win_rate))
 
     jobs = jobs or (GPU_JOBS if settings.device == "cuda" else os.cpu_count() or 1)
-    recipe = ", ".join(f"{name} {value}" for name, value in (("batch", settings.batch_size), ("lr", settings.lr),
-                                                                ("device", settings.device)) if value is not None)
+    resolved = base_config(out, 0, settings)
+    low_res = (f", the first {resolved.train.low_res_steps} steps at {resolved.train.low_res_side} px"
+               if resolved.train.low_res_side is not None else "")
+    recipe = (f"the demo's student and recipe ({resolved.student.size}, batch {resolved.train.batch_size}, "
+              f"lr {resolved.train.lr:.2g}, timestep power {resolved.train.timestep_power:g}{low_res}"
+              + (f", on {settings.device}" if settings.device else "") + ")")
     console.print(f"[bold]bench efficiency[/bold]: ladder {list(settings.ladder)}, {settings.steps} steps per arm, "
-                  f"seeds {list(settings.seeds)}, {settings.heldout_per_domain} held-out prompts per domain, "
-                  + (f"{recipe}, " if recipe else "")
-                  + f"{jobs} arms at a time; results in {out}" + (f" ({len(results)} arms already done)" if resume else ""))
+                  f"seeds {list(settings.seeds)}, {settings.heldout_per_domain} held-out prompts per domain, {recipe}, "
+                  f"{jobs} arms at a time; results in {out}" + (f" ({len(results)} arms already done)" if resume else ""))
     if settings.device == "cuda":
         console.print(f"estimated {gpu_estimate(settings, jobs) / 60:.1f} minutes on one H100/H200 (a model from a "
                       "26 ms step measured at batch 32, in bench/efficiency.py; not yet measured itself)")
