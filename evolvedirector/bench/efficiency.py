@@ -22,6 +22,16 @@ larger batch and more steps, several arms sharing the GPU. The last line printed
 needs to reach the loop's accuracy at the smallest budget divided by the loop's calls there
 (log-linear interpolation on the ladder; the best naive arm at each budget), S is the loop's
 mean held-out accuracy at the largest budget, and T the best single teacher's own mean accuracy.
+
+Error bars: each arm's held-out accuracy comes with a 95% percentile bootstrap interval over its
+held-out prompts (stats.accuracy_intervals). The headline block before the last line gives R as
+the mean of per-seed ratios with a 95% t-interval over seeds, where seed s's ratio is its own loop
+arm at the smallest budget against the seed-averaged best naive curve (so the interval holds the
+loop's seed-to-seed spread, not the naive curve's); and S - T for the one seed the loop runs at
+the largest budget, with a 95% paired bootstrap over held-out prompts (the student's outcome and
+the teacher's share correct on the same prompts), which leaves out seed-to-seed spread. The last
+line's R stays the ratio of the seed-averaged loop, so it can differ a little from the block's
+mean of per-seed ratios.
 """
 
 from __future__ import annotations
@@ -45,11 +55,13 @@ from rich.table import Table
 
 from evolvedirector.bench import bench_app
 from evolvedirector.config import RunConfig, demo_config_path, load_config
+from evolvedirector.evaluation.stats import accuracy_intervals, format_rate, mean_interval, paired_difference_interval
 from evolvedirector.store import write_atomic
 from evolvedirector.worlds.shapes import grammar
 from evolvedirector.worlds.shapes.heldout import accuracy, heldout_prompts
 from evolvedirector.worlds.shapes.profiles import TEACHER_PROFILES, teacher_image
 from evolvedirector.worlds.shapes.render import render
+from evolvedirector.worlds.shapes.rules import is_correct
 
 TEACHERS = ("atlas", "quill", "tally")
 MEAN = "mean"
@@ -60,7 +72,7 @@ RESULTS_FILE, SETTINGS_FILE = "results.json", "settings.json"
 class Settings:
     ladder: tuple[int, ...]
     steps: int
-    seeds: tuple[int, ...]  # for the headline comparison (the loop and the first naive teacher) at the smallest budget
+    seeds: tuple[int, ...]  # for the headline comparison (the loop and every naive teacher) at the smallest budget
     heldout_per_domain: int
     ablation_budget: int | None  # None: no ablations
     judge_accuracies: tuple[float, ...]
@@ -75,24 +87,29 @@ class Settings:
 
 
 # Every figure in these comments was measured with the earlier recipe (shapes-xs, lr 1e-3,
-# uniform timesteps, every step at 32 px) and has not been re-measured with the demo's
-# (shapes-xxs at 3e-3, noisier timesteps, 500 steps at 16 px), which learns faster and steps faster.
-# Learning curve of shapes-xs on 1000 prompts of perfect images (earlier recipe, 16 held-out
-# prompts per domain): 500 steps 0.02, 1000 steps 0.11, 2000 steps 0.42, 3000 steps 0.53, 4000
-# 0.48. Below ~1500 steps data quality hardly shows, so the default buys steps by running fewer
-# arms: the best single teacher (quill) and a random teacher on the whole ladder, the other two
-# teachers alone only at the ablation budget, the second seed for the loop and quill only. The
-# director's accuracy 0.9 is the loop's own default, so its ablation rows are 1.0, 0.75 and 0.6.
+# uniform timesteps, every step at 32 px, 16 held-out prompts per domain, 2 seeds) and has not
+# been re-measured with the demo's (shapes-xxs at 3e-3, noisier timesteps, 500 steps at 16 px),
+# which learns faster and steps faster; the arm counts are today's.
+# Learning curve of shapes-xs on 1000 prompts of perfect images (earlier recipe): 500 steps 0.02,
+# 1000 steps 0.11, 2000 steps 0.42, 3000 steps 0.53, 4000 0.48. Below ~1500 steps data quality
+# hardly shows, so the default buys steps by running fewer arms: the best single teacher (quill)
+# and a random teacher on the whole ladder, the other two teachers alone only at the ablation
+# budget, and the extra seeds (error bars over seeds need at least 3) only for the headline arms
+# at the smallest budget: the loop, quill and the random teacher. 32 held-out prompts per domain
+# narrow a domain's 95% interval at a rate of 0.5 to about +-0.17 (1.96 x sqrt(0.25 / 32)), from
+# +-0.25 at 16. The director's accuracy 0.9 is the loop's own default, so its ablation rows are
+# 1.0, 0.75 and 0.6.
 # Measured on 2 CPU cores with the earlier recipe (two arms at a time, one core each): at 1500
 # steps a naive arm took ~290 s and a loop arm ~340 s (rendering for the director, grading), 23
-# arms 61 minutes; at 1300 steps the default's 22 arms took 50 minutes (2999 s).
-DEFAULT = Settings(ladder=(250, 1000, 4000), steps=1300, seeds=(0, 1), heldout_per_domain=16,
+# arms 61 minutes; at 1300 steps the then default's 22 arms took 50 minutes (2999 s). Today's
+# default has 26 arms (4 more headline arms for seeds 1 and 2), not timed.
+DEFAULT = Settings(ladder=(250, 1000, 4000), steps=1300, seeds=(0, 1, 2), heldout_per_domain=32,
                    ablation_budget=1000, judge_accuracies=(1.0, 0.75, 0.6))
 # Four arms, two at a time: measured 397 s (6.6 minutes) on 2 cores with the earlier recipe.
 QUICK = Settings(ladder=(250, 1000), steps=1000, seeds=(0,), heldout_per_domain=12, ablation_budget=None,
                  judge_accuracies=(), naive_teachers=("quill",), single_teachers_at_ablation=False,
                  ceiling=False)
-# One H100 or H200 (`--profile gpu`): the default's 22 arms, each trained 8x the batch for 2000
+# One H100 or H200 (`--profile gpu`): the default's 26 arms, each trained 8x the batch for 2000
 # steps, so the student sees 512k images, 5.3x the 96k of the CPU curve's 3000 steps at batch 32
 # (0.53 on perfect images with the earlier recipe), and relations and counts have the steps to
 # show. The learning rate grows as the square root of the batch (Adam's rule: the demo's 3e-3 x
@@ -102,16 +119,18 @@ QUICK = Settings(ladder=(250, 1000), steps=1000, seeds=(0,), heldout_per_domain=
 #
 # Estimated runtime (not yet measured on a GPU; `estimate_seconds` is the model, `gpu_estimate`
 # its figures), from the earlier recipe's shapes-xs, not re-measured for the demo's shapes-xxs:
-# its step measured 26 ms at batch 32 on CUDA, bound by Python, not the GPU; at batch 256 the host also draws 8x the noise and batches 8x the samples: ~35 ms for an
-# arm alone. The GPU's own work at 256 is ~0.1 TFLOP a step (0.4 GFLOP an image,
-# trainer/flops.py) in fp32, ~5 ms, so eight arms keep it busy and each steps every ~40 ms:
-# 2000 steps ~80 s. Add ~20 s an arm for its process, CUDA context and data (up to 4000 prompts
-# through MiniLM on the CPU), ~45 s for the loop's (with its rounds: renders, judging, buying):
-# 22 arms, 8 at a time, the ablations once the full loop is done, ~6.2 minutes, and the tables
-# ~20 s: 6.6 minutes, within 8. Each ms more a step adds ~6 s, each s more an arm ~3 s: a step of
-# up to 54 ms still fits. (The same model with the CPU's figures measured with the earlier recipe, 290 s a naive arm at
-# 1500 steps and 50 s more for the loop, two at a time, gives 52 minutes for the default: it took 50.)
-GPU = Settings(ladder=(250, 1000, 4000), steps=2000, seeds=(0, 1), heldout_per_domain=16,
+# its step measured 26 ms at batch 32 on CUDA, bound by Python, not the GPU; at batch 256 the
+# host also draws 8x the noise and batches 8x the samples: ~35 ms for an arm alone. The GPU's own
+# work at 256 is ~0.1 TFLOP a step (0.4 GFLOP an image, trainer/flops.py) in fp32, ~5 ms, so
+# eight arms keep it busy and each steps every ~40 ms: 2000 steps ~80 s. Add ~20 s an arm for its
+# process, CUDA context and data (up to 4000 prompts through MiniLM on the CPU), ~45 s for the
+# loop's (with its rounds: renders, judging, buying): with the 22 arms of the earlier default the
+# model gave 6.6 minutes; with today's 26, 8 at a time, the ablations once the full loop is done,
+# and the tables ~20 s, it gives 7.4 minutes, within 8. Each ms more a step adds ~8 s, each s more
+# an arm ~4 s: a step of up to 44 ms still fits. (The same model with the CPU's figures measured
+# with the earlier recipe, 290 s a naive arm at 1500 steps and 50 s more for the loop, two at a
+# time, gave 52 minutes for the then default of 22 arms: it took 50.)
+GPU = Settings(ladder=(250, 1000, 4000), steps=2000, seeds=(0, 1, 2), heldout_per_domain=32,
                ablation_budget=1000, judge_accuracies=(1.0, 0.75, 0.6), batch_size=256, device="cuda")
 GPU_JOBS = 8
 GPU_HOST_STEP_S = 0.035  # an arm's step at batch 256 alone: Python-bound (26 ms measured at batch 32)
@@ -135,6 +154,11 @@ class Result:
     # what curation bought, before the student's own noise hides it.
     label_accuracy: dict[str, float] = field(default_factory=dict)
     student_win_rate: float | None = None
+    # Each held-out prompt's outcome, per domain in held-out order, and `accuracy` with its 95%
+    # bootstrap interval over them (domain and "mean" -> rate, low, high). Empty in a results.json
+    # from before they were kept: its tables show the rate alone.
+    outcomes: dict[str, list[bool]] = field(default_factory=dict)
+    intervals: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def base_config(out: Path, seed: int, settings: Settings) -> RunConfig:
@@ -164,9 +188,23 @@ def build_student_and_trainer(config: RunConfig):
     return student, Trainer(student, config.train, seed=config.seed, device=config.device)
 
 
-def grade(student, config: RunConfig, prompts: list[str]) -> dict[str, float]:
-    images = student.generate(prompts, seed=config.seed)
-    return accuracy(prompts, images)
+def grade(student, config: RunConfig, prompts: list[str]) -> dict:
+    """Result's accuracy, outcomes and intervals for the student's image of each held-out prompt."""
+    return graded(prompts, student.generate(prompts, seed=config.seed))
+
+
+def graded(prompts: list[str], images) -> dict:
+    outcomes: dict[str, list[bool]] = {domain: [] for domain in grammar.DOMAINS}
+    for prompt, image in zip(prompts, images):
+        outcomes[grammar.parse(prompt).domain].append(bool(is_correct(prompt, image)))
+    return from_outcomes({domain: values for domain, values in outcomes.items() if values})
+
+
+def from_outcomes(outcomes: dict[str, list[bool]]) -> dict:
+    """Result's accuracy, outcomes and intervals from each domain's held-out outcomes."""
+    intervals = accuracy_intervals(outcomes)
+    return dict(accuracy={key: cell["rate"] for key, cell in intervals.items()}, outcomes=outcomes,
+                intervals=intervals)
 
 
 def naive_name(teacher: str) -> str:
@@ -198,8 +236,8 @@ def naive_arm(budget: int, teacher: str, seed: int, settings: Settings, workdir:
         dollars += profile.cost_per_image
     student, trainer = build_student_and_trainer(config)
     trainer.train(from_pixels(images), prompts, settings.steps)
-    return Result(label, budget, seed, budget, dollars, grade(student, config, heldout),
-                  time.time() - started, label_accuracy=accuracy(prompts, images))
+    return Result(label, budget, seed, budget, dollars, seconds=time.time() - started,
+                  label_accuracy=accuracy(prompts, images), **grade(student, config, heldout))
 
 
 def loop_arm(budget: int, seed: int, settings: Settings, workdir: Path, label: str = "loop",
@@ -238,9 +276,9 @@ def loop_arm(budget: int, seed: int, settings: Settings, workdir: Path, label: s
     verdicts = evolution.store.verdict_counts()
     judged = sum(verdicts.values())
     return Result(
-        label, budget, seed, calls, dollars, grade(evolution.student, config, evolution.world.heldout),
-        time.time() - started, selection=selection_shares(evolution.store),
+        label, budget, seed, calls, dollars, seconds=time.time() - started, selection=selection_shares(evolution.store),
         student_win_rate=verdicts.get("student", 0) / judged if judged else None, label_accuracy=labels,
+        **grade(evolution.student, config, evolution.world.heldout),
     )
 
 
@@ -251,15 +289,25 @@ def selection_shares(store) -> dict[str, dict[str, float]]:
     return {d: {t: n / sum(c.values()) for t, n in c.items()} for d, c in counts.items()}
 
 
-def teacher_accuracy(prompts: list[str], draws: int = 20, size: int = 32) -> dict[str, dict[str, float]]:
-    """Each teacher's own held-out accuracy: `draws` images per prompt, graded by the rules."""
+def teacher_outcomes(prompts: list[str], draws: int = 20, size: int = 32) -> dict[str, dict[str, list[float]]]:
+    """Each teacher's own held-out outcomes: teacher -> domain -> each prompt's share of `draws`
+    images the rules call correct, prompts in the order an arm's outcomes keep them."""
     out = {}
     for name in TEACHERS:
         profile = TEACHER_PROFILES[name]
-        repeated = [p for p in prompts for _ in range(draws)]
-        images = [teacher_image(profile, p, i, size) for i, p in enumerate(repeated)]
-        out[name] = accuracy(repeated, images)
+        shares: dict[str, list[float]] = {domain: [] for domain in grammar.DOMAINS}
+        for index, prompt in enumerate(prompts):
+            correct = sum(is_correct(prompt, teacher_image(profile, prompt, index * draws + draw, size))
+                          for draw in range(draws))
+            shares[grammar.parse(prompt).domain].append(correct / draws)
+        out[name] = {domain: values for domain, values in shares.items() if values}
     return out
+
+
+def teacher_intervals(outcomes: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, dict[str, float]]]:
+    """teacher -> domain and "mean" -> rate, low, high: a bootstrap over prompts, each prompt's
+    value its share correct (equal draws per prompt, so a rate is the share of all draws)."""
+    return {name: accuracy_intervals(shares) for name, shares in outcomes.items()}
 
 
 def calls_needed(target: float, ladder: list[int], curve: list[float]) -> tuple[float, str]:
@@ -290,6 +338,49 @@ def best_naive_curve(results: list[Result], ladder: list[int]) -> list[float]:
     measured against. The ceiling arm is not naive distillation (no teacher sells its images)."""
     naive = {r.arm for r in results if r.arm.startswith("naive-")}
     return [max(a for arm in naive if (a := seed_mean(results, arm, budget)) is not None) for budget in ladder]
+
+
+@dataclass
+class Headline:
+    """R and S - T with their 95% intervals ({"rate", "low", "high"}; low and high None where there
+    is none), and what they were computed from."""
+
+    ratio: dict[str, float | None]
+    ratios: list[tuple[int, float, str]]  # (seed, R of that seed, its calls_needed bound)
+    gap: dict[str, float | None]  # S - T
+    student: float  # S
+    teacher: float  # T
+    best_teacher: str
+
+
+def headline(results: list[Result], ladder: list[int], first_seed: int,
+             teachers_own: dict[str, dict[str, list[float]]]) -> Headline:
+    """R over seeds and S - T over held-out prompts.
+
+    R: for each seed the loop ran at the smallest budget, the calls naive distillation needs to
+    reach that seed's loop accuracy (calls_needed on the seed-averaged best naive curve) divided
+    by that seed's loop calls; reported as the mean of those ratios with a 95% Student t-interval
+    over seeds (stats.mean_interval: with 3 seeds a bootstrap has too few distinct resamples). The
+    naive curve is the same for every seed, so the interval is the loop's seed-to-seed spread, not
+    the naive arms'. A seed past the ladder's top gives a lower bound, counted as its value.
+    S - T: the loop's `first_seed` at the largest budget (the one seed run there) against the
+    teacher with the best own mean, with a 95% paired bootstrap over held-out prompts (the same
+    prompts drawn for both); it leaves out seed-to-seed spread. A result saved before outcomes
+    were kept has S - T without an interval."""
+    curve = best_naive_curve(results, ladder)
+    ratios = []
+    for r in sorted((r for r in results if r.arm == "loop" and r.budget == ladder[0]), key=lambda r: r.seed):
+        calls, bound = calls_needed(r.accuracy[MEAN], ladder, curve)
+        ratios.append((r.seed, calls / r.calls, bound))
+    top = next(r for r in results if r.arm == "loop" and r.budget == ladder[-1] and r.seed == first_seed)
+    teachers = teacher_intervals(teachers_own)
+    best = max(teachers, key=lambda name: teachers[name][MEAN]["rate"])
+    teacher = teachers[best][MEAN]["rate"]
+    if top.outcomes:
+        gap = paired_difference_interval(top.outcomes, teachers_own[best])
+    else:
+        gap = {"rate": top.accuracy[MEAN] - teacher, "low": None, "high": None}
+    return Headline(mean_interval([ratio for _, ratio, _ in ratios]), ratios, gap, top.accuracy[MEAN], teacher, best)
 
 
 @dataclass(frozen=True)
@@ -384,22 +475,36 @@ def plot(results: list[Result], seed: int, path: Path, best_teacher: float | Non
     plt.close(fig)
 
 
-def accuracy_row(acc: dict[str, float]) -> list[str]:
-    return [f"{acc.get(d, 0):.2f}" for d in (*grammar.DOMAINS, MEAN)]
+MEAN_COLUMN = "mean [95%]"  # the interval over held-out prompts
+
+
+def interval_text(cell: dict[str, float | None]) -> str:
+    """0.42 [0.30, 0.55], or the rate alone where there is no interval."""
+    return format_rate(cell) if cell.get("low") is not None else f"{cell['rate']:.2f}"
+
+
+def accuracy_row(acc: dict[str, float], intervals: dict[str, dict[str, float]] | None = None) -> list[str]:
+    """Each domain's rate, then the mean with its interval where one is known."""
+    mean = interval_text(intervals[MEAN]) if intervals else f"{acc.get(MEAN, 0):.2f}"
+    return [*(f"{acc.get(d, 0):.2f}" for d in grammar.DOMAINS), mean]
+
+
+def result_row(r: Result) -> list[str]:
+    return accuracy_row(r.accuracy, r.intervals)
 
 
 def main_arms(settings: Settings) -> list[Arm]:
     """Every arm but the ablations, the loop's first: they take longest, so the pool ends with the
     short ones."""
-    first_seed = settings.seeds[0]
+    first_seed, others = settings.seeds[0], settings.seeds[1:]
     arms = [Arm(budget, first_seed) for budget in settings.ladder]
+    arms += [Arm(settings.ladder[0], seed) for seed in others]  # the headline's other seeds
     arms += [Arm(budget, first_seed, teacher) for budget in settings.ladder for teacher in settings.naive_teachers]
+    arms += [Arm(settings.ladder[0], seed, teacher) for seed in others for teacher in settings.naive_teachers]
     if settings.ablation_budget is not None and settings.single_teachers_at_ablation:
         arms += [Arm(settings.ablation_budget, first_seed, t) for t in TEACHERS if t not in settings.naive_teachers]
     if settings.ablation_budget is not None and settings.ceiling:
         arms.append(Arm(settings.ablation_budget, first_seed, CEILING))
-    for seed in settings.seeds[1:]:
-        arms += [Arm(settings.ladder[0], seed, settings.naive_teachers[0]), Arm(settings.ladder[0], seed)]
     return arms
 
 
@@ -495,8 +600,9 @@ def load_finished(out: Path, settings: Settings) -> list[Result]:
 def efficiency(
     quick: bool = typer.Option(False, "--quick", help="two budgets, the loop and the best teacher alone, one seed, no ablations (10 minutes)"),
     profile: str | None = typer.Option(None, "--profile", help=(
-        "default (22 arms sized for a CPU, 50 minutes on 2 cores), quick (= --quick), or gpu: the default's arms "
-        "on one H100/H200 (CUDA needed), batch 256, 2000 steps, 8 arms sharing the GPU (estimated 6.6 minutes)")),
+        "default (26 arms sized for a CPU; its 22 arms of an earlier recipe took 50 minutes on 2 cores), quick "
+        "(= --quick), or gpu: the default's arms on one H100/H200 (CUDA needed), batch 256, 2000 steps, 8 arms "
+        "sharing the GPU (estimated 7.4 minutes)")),
     out: Path | None = typer.Option(None, "--out", help="folder for results.json, efficiency.png and the runs"),
     steps: int | None = typer.Option(None, "--steps", help="optimizer steps per arm (default 1300; quick 1000; gpu 2000)"),
     ladder: str | None = typer.Option(None, "--ladder", help="teacher-call budgets, comma-separated, e.g. 250,1000"),
@@ -506,7 +612,8 @@ def efficiency(
     """Naive distillation against the director's loop over a ladder of teacher-call budgets.
 
     Prints tables of held-out accuracy per domain against calls and dollars, the ablations, the
-    selection rates and the student beside each teacher; writes OUT/results.json (each arm as it
+    selection rates and the student beside each teacher, each held-out mean with its 95% interval,
+    then a headline block of R and S - T with theirs; writes OUT/results.json (each arm as it
     finishes), OUT/settings.json and OUT/efficiency.png. An interrupted run goes on with --resume
     and the same options. The last line is `efficiency ratio=<R> student=<S> best_teacher=<T>`.
     """
@@ -535,7 +642,8 @@ def efficiency(
     def record(result: Result) -> None:
         results.append(result)
         console.print(f"  {result.arm:<22} B={result.budget:<5} seed={result.seed} calls={result.calls:<5} "
-                      f"${result.dollars:7.2f}  mean={result.accuracy[MEAN]:.3f}  ({result.seconds:.0f}s)")
+                      f"${result.dollars:7.2f}  mean={result_row(result)[-1]}  ({result.seconds:.0f}s)",
+                      highlight=False)
         write_atomic(out / RESULTS_FILE, json.dumps([asdict(r) for r in results], indent=1).encode())
 
     def unfinished(arms: list[Arm]) -> list[Arm]:
@@ -576,32 +684,34 @@ def efficiency(
 
 
 def summarize(results: list[Result], settings: Settings, out: Path, console: Console) -> None:
-    """The tables, the plot and the headline line, from the finished arms."""
+    """The tables, the plot, the headline block and the headline line, from the finished arms."""
     first_seed = settings.seeds[0]
     ladder = list(settings.ladder)
-    table = Table("arm", "budget", "calls", "dollars", *grammar.DOMAINS, MEAN, title="held-out accuracy by budget")
+    table = Table("arm", "budget", "calls", "dollars", *grammar.DOMAINS, MEAN_COLUMN,
+                  title=f"held-out accuracy by budget (seed {first_seed}; 95% bootstrap over held-out prompts)")
     for r in sorted((r for r in results if r.seed == first_seed and r.arm.startswith(("naive", "loop", CEILING))),
                     key=lambda r: (r.arm, r.budget)):
-        table.add_row(r.arm, str(r.budget), str(r.calls), f"{r.dollars:.2f}", *accuracy_row(r.accuracy))
+        table.add_row(r.arm, str(r.budget), str(r.calls), f"{r.dollars:.2f}", *result_row(r))
     console.print(table)
 
     if len(settings.seeds) > 1:
-        table = Table("arm", "budget", "seeds", "mean accuracy", "std", "per seed", title="headline across seeds")
-        for arm in (f"naive-{settings.naive_teachers[0]}", "loop"):
-            values = [r.accuracy[MEAN] for r in sorted(results, key=lambda r: r.seed)
-                      if r.arm == arm and r.budget == ladder[0]]
-            table.add_row(arm, str(ladder[0]), str(len(values)), f"{statistics.mean(values):.3f}",
-                          f"{statistics.stdev(values):.3f}" if len(values) > 1 else "-",
-                          " ".join(f"{v:.3f}" for v in values))
+        table = Table("arm", "budget", "seeds", "mean over seeds [95% t]", "per seed [95% over prompts]",
+                      title="headline arms across seeds")
+        for arm in ("loop", *(naive_name(t) for t in settings.naive_teachers)):
+            rows = sorted((r for r in results if r.arm == arm and r.budget == ladder[0]), key=lambda r: r.seed)
+            over_seeds = mean_interval([r.accuracy[MEAN] for r in rows])
+            table.add_row(arm, str(ladder[0]), str(len(rows)), interval_text(over_seeds),
+                          "  ".join(f"{r.seed}: {result_row(r)[-1]}" for r in rows))
         console.print(table)
 
     ablations = ablation_arms(settings, 0.0)  # for their labels only: the win rate plays no part here
     if ablations:
-        table = Table("ablation", "calls", *grammar.DOMAINS, MEAN, title=f"ablations at B={settings.ablation_budget}")
+        table = Table("ablation", "calls", *grammar.DOMAINS, MEAN_COLUMN,
+                      title=f"ablations at B={settings.ablation_budget}")
         for label in ("loop", *(arm.label for arm in ablations)):
             r = next(r for r in results if r.arm == label and r.budget == settings.ablation_budget
                      and r.seed == first_seed)
-            table.add_row(label, str(r.calls), *accuracy_row(r.accuracy))
+            table.add_row(label, str(r.calls), *result_row(r))
         console.print(table)
 
     top = next(r for r in results if r.arm == "loop" and r.budget == ladder[-1] and r.seed == first_seed)
@@ -618,20 +728,21 @@ def summarize(results: list[Result], settings: Settings, out: Path, console: Con
     console.print(table)
 
     heldout = heldout_prompts(settings.heldout_per_domain, base_config(out, 0, settings).world.heldout_seed)
-    teachers_own = teacher_accuracy(heldout)
-    table = Table("who", *grammar.DOMAINS, MEAN, title="the student beside each teacher (held-out accuracy)")
-    table.add_row(f"student (loop, B={ladder[-1]})", *accuracy_row(top.accuracy))
+    teachers_own = teacher_outcomes(heldout)
+    teachers = teacher_intervals(teachers_own)
+    table = Table("who", *grammar.DOMAINS, MEAN_COLUMN, title="the student beside each teacher (held-out accuracy)")
+    table.add_row(f"student (loop, B={ladder[-1]})", *result_row(top))
     ceiling = next((r for r in results if r.arm == CEILING), None)
     if ceiling is not None:
-        table.add_row(f"student on perfect images (B={ceiling.budget})", *accuracy_row(ceiling.accuracy))
-    for name, acc in teachers_own.items():
-        table.add_row(name, *accuracy_row(acc))
+        table.add_row(f"student on perfect images (B={ceiling.budget})", *result_row(ceiling))
+    for name, cells in teachers.items():
+        table.add_row(name, *accuracy_row({key: cell["rate"] for key, cell in cells.items()}, cells))
     console.print(table)
 
     # -- the headline: every arm averaged over the seeds it ran ---------------------------------
     naive_curve = best_naive_curve(results, ladder)
-    best_teacher = max(acc[MEAN] for acc in teachers_own.values())
-    plot(results, first_seed, out / "efficiency.png", best_teacher)
+    best = headline(results, ladder, first_seed, teachers_own)
+    plot(results, first_seed, out / "efficiency.png", best.teacher)
     console.print(f"best naive arm per budget: {', '.join(f'{b}:{a:.3f}' for b, a in zip(ladder, naive_curve))}")
     ratios = {}
     for budget in ladder:  # the headline takes the smallest budget; the others show how it holds up
@@ -644,7 +755,30 @@ def summarize(results: list[Result], settings: Settings, out: Path, console: Con
                       f"{sign}{ratios[budget]:.2f}")
     if ceiling is not None:
         console.print(f"ceiling: the same student trained on {ceiling.budget} perfect images for {settings.steps} steps "
-                      f"reaches {ceiling.accuracy[MEAN]:.3f}; the best teacher {best_teacher:.3f}")
+                      f"reaches {ceiling.accuracy[MEAN]:.3f}; the best teacher {best.teacher:.3f}")
     console.print(f"plot: {out / 'efficiency.png'}")
+    for line in headline_lines(best, ladder, first_seed):
+        console.print(line, highlight=False)
     console.print(f"efficiency ratio={ratios[ladder[0]]:.2f} student={top.accuracy[MEAN]:.3f} "
-                  f"best_teacher={best_teacher:.3f}", highlight=False)
+                  f"best_teacher={best.teacher:.3f}", highlight=False)
+
+
+def headline_lines(best: Headline, ladder: list[int], first_seed: int) -> list[str]:
+    """The headline block: R and S - T with their intervals and what each interval is over."""
+    seeds = len(best.ratios)
+    bounded = sum(1 for _, _, bound in best.ratios if bound)
+    per_seed = " ".join(f"{seed}:{bound}{ratio:.2f}" for seed, ratio, bound in best.ratios)
+    if seeds > 1:
+        over = f"mean of {seeds} seeds' ratios, 95% t-interval over seeds"
+    else:
+        over = "one seed: no interval over seeds"
+    r_line = (f"  R     = {interval_text(best.ratio)}  at budget {ladder[0]}: {over} (per seed {per_seed}; "
+              "each seed's loop against the seed-averaged best naive curve)")
+    if bounded:
+        r_line += f"; {bounded} of {seeds} at a bound of the ladder, counted as their bound"
+    over = ("95% paired bootstrap over held-out prompts" if best.gap.get("low") is not None
+            else "no interval (results saved without per-prompt outcomes)")
+    return ["headline:", r_line,
+            f"  S - T = {interval_text(best.gap)}  at budget {ladder[-1]}: the loop (seed {first_seed}, the one seed "
+            f"run there) {best.student:.2f} minus {best.best_teacher}'s own {best.teacher:.2f}; {over}, "
+            "seed-to-seed spread not included"]
