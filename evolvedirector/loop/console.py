@@ -55,3 +55,22 @@ def print_round(console: Console, s: RoundSummary, categories: tuple[str, ...], 
         f"{s.seconds:.0f}s{left}",
         soft_wrap=True, highlight=False,
     )
+
+
+def print_beside_teachers(console: Console, student: dict, teachers: dict[str, dict[str, float]],
+                          categories: tuple[str, ...], per_category: int, at_round: int) -> None:
+    """The run's last lines: the student's held-out accuracy per category beside each teacher's own
+    on the same prompts, so whether the student beats its teachers is the first thing seen."""
+    names = ["student", *teachers]
+    width = max(len(n) for n in names) + 2
+    console.print(f"held-out accuracy, {per_category} prompts per category (student after round {at_round}; "
+                  "each teacher graded on its own images of the same prompts):", highlight=False)
+    console.print(" " * width + " ".join(f"{c:>9}" for c in (*categories, "mean")), highlight=False)
+    for name, accuracy in (("student", student), *teachers.items()):
+        console.print(f"{name:<{width}}" + " ".join(f"{accuracy.get(c, 0):>9.2f}" for c in (*categories, "mean")),
+                      highlight=False)
+    if teachers:
+        above = [n for n, a in teachers.items() if student.get("mean", 0) > a.get("mean", 0)]
+        verdict = ("above every teacher" if len(above) == len(teachers) else
+                   f"above {', '.join(above)}" if above else "below every teacher")
+        console.print(f"the student's mean {student.get('mean', 0):.2f} is {verdict}", highlight=False)

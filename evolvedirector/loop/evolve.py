@@ -29,7 +29,7 @@ from evolvedirector.director.failures import Tally, never_answered
 from evolvedirector.evaluation.report import write_report
 from evolvedirector.loop import plan, run_safety, threads, tracking
 from evolvedirector.loop.background import BackgroundTrainer
-from evolvedirector.loop.console import RoundSummary, print_round, progress_bar
+from evolvedirector.loop.console import RoundSummary, print_beside_teachers, print_round, progress_bar
 from evolvedirector.loop.round import overlapped_round, run_round, seed_round
 from evolvedirector.loop.run_folder import RunFolder
 from evolvedirector.loop.run_lock import RunLock
@@ -142,7 +142,18 @@ class Evolution:
         await self.director.aclose()
         self.tracking.end()
         self.console.print(f"[bold]stopped[/bold]: {reason}. Run folder: {self.folder.path}", soft_wrap=True)
+        self._show_beside_teachers()
         return summaries
+
+    def _show_beside_teachers(self) -> None:
+        """In a graded world, the last round's held-out accuracy beside each teacher's own."""
+        graded = [r for r in self.store.rounds() if r["metrics"].get("accuracy")]
+        if not self.world.graded or not graded:
+            return
+        per_category = len(self.world.heldout) // max(1, len(self.world.categories))
+        print_beside_teachers(self.console, graded[-1]["metrics"]["accuracy"],
+                              self.world.teachers_own(self.config.teachers), self.world.categories,
+                              per_category, graded[-1]["round"])
 
     def _plan(self, round: int) -> str:
         heldout = len(self.world.heldout) if self.world.graded else 0

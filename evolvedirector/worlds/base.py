@@ -13,6 +13,9 @@ runs in:
   or None for the square `image_size`;
 - `grade(prompts, images)`: exact accuracy per category where the world has rules for it
   (the shapes world), None where it has none (a user's prompts).
+Where the world also knows its teachers (the shapes world's are its own renderers),
+`teachers_own(teachers)` grades each teacher on the held-out prompts, so that a run can show its
+student beside them.
 """
 
 from __future__ import annotations
@@ -83,3 +86,8 @@ class World(ABC):
     def grade(self, prompts: Sequence[str], images: Sequence[np.ndarray]) -> dict[str, float] | None:
         """Exact accuracy per category and its "mean"; None where the world has no rules."""
         return None
+
+    def teachers_own(self, teachers: Sequence) -> dict[str, dict[str, float]]:
+        """teacher name -> its own held-out accuracy per category and "mean", for the teachers (config
+        entries) the world can grade; empty where it can grade none."""
+        return {}
