@@ -3,9 +3,9 @@
 Images travel inline as PNG data URLs. Pointwise judging asks for one reply token with its top
 log-probabilities and reads P("Yes") from them; a server that answers without any (`transformers
 serve` ignores the request for them) fails the call as `no_logprobs`, not retried: a bare Yes or
-No would make nearly every comparison a tie, and so a coin flip. Where the server can constrain its output
-(`structured_output`), verdicts are forced to "A"/"B" and prompt lists to JSON; otherwise the
-tolerant parser reads free text.
+No would make nearly every comparison a tie, and so a coin flip. Where the server can constrain
+its output (`structured_output`), verdicts are forced to "A"/"B" and prompt lists to JSON;
+otherwise the tolerant parser reads free text.
 
 Failures: a dropped connection, a timeout, or a 408/429/5xx answer is retried with exponential
 backoff (honouring Retry-After), up to `retries` times, as the teachers retry (both use
