@@ -28,7 +28,8 @@ from evolvedirector.bench import bench_app
 def fake_api_process(latency: float) -> Iterator[str]:
     """The fake API in a child process; yields its URL and stops it on the way out."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "evolvedirector.testing.fake_images_api", "--latency", str(latency)],
+        [sys.executable, "-m", "evolvedirector.testing.fake_images_api", "--latency", str(latency),
+         "--stop-on-stdin-close"],  # tied to this process: it stops if the bench dies
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     try:
