@@ -59,5 +59,7 @@ def test_bench_teachers_prints_its_figures_and_utilization_last():
     lines = result.output.strip().splitlines()
     assert "calls=8 bought=8 ledger_calls=8" in result.output and "concurrency=4" in result.output
     assert re.fullmatch(r"utilization=\d+\.\d{3}", lines[-1])
-    # Two waves of 0.3 s: anything near the ideal shows the calls really overlapped.
-    assert float(lines[-1].split("=")[1]) > 0.5
+    # One call at a time could reach at best 1 / 0.3 calls a second, a utilization of 1/4 of the ideal
+    # 4 / 0.3; a busy machine only adds time, so anything above 1/4 shows that the calls overlapped
+    # (idle, it reads about 0.67).
+    assert float(lines[-1].split("=")[1]) > 0.25
