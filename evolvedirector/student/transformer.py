@@ -17,7 +17,7 @@ import torch
 from diffusers import PixArtTransformer2DModel
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.attention_processor import AttnProcessor2_0
-from diffusers.models.embeddings import PixArtAlphaCombinedTimestepSizeEmbeddings
+from diffusers.models.embeddings import PixArtAlphaCombinedTimestepSizeEmbeddings, PixArtAlphaTextProjection
 from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (needed for pipeline save/load)
 from torch import nn
 
@@ -49,6 +49,7 @@ class QKNormPixArtTransformer2DModel(PixArtTransformer2DModel):
         attention_type: str | None = "default",
         qk_norm: str | None = "layer_norm",
         pooled_caption: bool = False,
+        caption_positions: int = 0,
     ):
         super().__init__(
             num_attention_heads=num_attention_heads, attention_head_dim=attention_head_dim,
@@ -68,6 +69,8 @@ class QKNormPixArtTransformer2DModel(PixArtTransformer2DModel):
                 for attention in (block.attn1, block.attn2):
                     attention.norm_q = nn.LayerNorm(attention_head_dim, eps=1e-6, elementwise_affine=False)
                     attention.norm_k = nn.LayerNorm(attention_head_dim, eps=1e-6, elementwise_affine=False)
+        if caption_positions:
+            self.caption_projection = PositionedCaptionProjection(caption_channels, self.inner_dim, caption_positions)
         if pooled_caption:
             old = self.adaln_single.emb
             self.adaln_single.emb = PooledCaptionTimestepEmbeddings(
@@ -106,6 +109,9 @@ class QKNormPixArtTransformer2DModel(PixArtTransformer2DModel):
         pooled = getattr(self.adaln_single.emb, "caption_embedder", None)
         if pooled is not None:
             nn.init.normal_(pooled.weight, std=0.02)
+        positions = getattr(self.caption_projection, "positions", None)
+        if positions is not None:
+            nn.init.normal_(positions, std=0.02)
 
 
 class PooledCaptionTimestepEmbeddings(PixArtAlphaCombinedTimestepSizeEmbeddings):
@@ -127,6 +133,24 @@ class PooledCaptionTimestepEmbeddings(PixArtAlphaCombinedTimestepSizeEmbeddings)
         if pooled_caption is None:
             raise ValueError("this transformer was built with pooled_caption: pass added_cond_kwargs['pooled_caption']")
         return conditioning + self.caption_embedder(pooled_caption.to(hidden_dtype))
+
+
+class PositionedCaptionProjection(PixArtAlphaTextProjection):
+    """PixArt's caption projection plus a learned embedding of each token's place in the caption.
+
+    The text encoder's states carry their positions only as far as its layers kept them; to draw
+    "a red square above a blue square", image tokens must tell the first colour from the second,
+    and a position added to every caption token's key makes that a plain look-up."""
+
+    def __init__(self, in_features: int, hidden_size: int, positions: int):
+        super().__init__(in_features, hidden_size, act_fn="gelu_tanh")
+        self.positions = nn.Parameter(torch.zeros(positions, hidden_size))
+
+    def forward(self, caption):
+        if caption.shape[1] > len(self.positions):
+            raise ValueError(f"a caption of {caption.shape[1]} tokens, but the transformer has {len(self.positions)} "
+                             "caption positions (student.max_tokens)")
+        return super().forward(caption) + self.positions[: caption.shape[1]]
 
 
 def pool_caption(states: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

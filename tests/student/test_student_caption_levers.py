@@ -1,4 +1,6 @@
-"""student.pooled_caption: the caption's mean token state joins PixArt's adaLN conditioning."""
+"""Two caption levers beyond PixArt-α's transformer: student.pooled_caption (the caption's mean
+token state joins the adaLN conditioning) and student.caption_positions (a learned embedding of
+each caption token's place)."""
 
 import numpy as np
 import pytest
@@ -17,9 +19,28 @@ PROMPTS = ["two blue squares", "the letter T in red"]
 @pytest.fixture(scope="module")
 def pooled_student():
     torch.manual_seed(0)
-    student = Student(StudentConfig(size="tiny", pooled_caption=True, guidance=3.0), 32)
+    student = Student(StudentConfig(size="tiny", pooled_caption=True, caption_positions=True, guidance=3.0), 32)
     randomised(student.ema_model)
     return student
+
+
+def test_caption_positions_are_one_per_token_and_change_the_prediction(pooled_student):
+    model = pooled_student.ema_model
+    positions = model.caption_projection.positions
+    assert positions.shape == (pooled_student.config.max_tokens, model.inner_dim)
+    fresh = Student(StudentConfig(size="tiny", caption_positions=True), 32).model.caption_projection.positions
+    assert 0 < fresh.abs().max() < 0.2  # small, as PixArt initialises its caption MLP
+    x, t = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1)), torch.tensor([500])
+    states, mask = pooled_student.text.encode(PROMPTS[:1])
+    with torch.no_grad():
+        base = pooled_student.denoise(model, x, t, states, mask)
+        saved = positions.detach().clone()
+        positions.add_(0.5)
+        moved = pooled_student.denoise(model, x, t, states, mask)
+        positions.copy_(saved)
+        with pytest.raises(ValueError, match="caption positions"):
+            model.caption_projection(torch.zeros(1, len(positions) + 1, states.shape[-1]))
+    assert not torch.allclose(base, moved)
 
 
 def test_the_pool_is_the_mean_of_the_valid_tokens_only():
