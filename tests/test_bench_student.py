@@ -13,7 +13,7 @@ from evolvedirector.evaluation.stats import accuracy_intervals
 from evolvedirector.worlds.shapes.heldout import heldout_prompts
 from evolvedirector.worlds.shapes.rules import is_correct
 
-TINY = ["--steps", "4", "--eval-every", "2", "--heldout-per-domain", "2", "--train-images", "24",
+TINY = ["--steps", "4", "--eval-every", "2", "--heldout-per-domain", "2", "--draws", "1", "--train-images", "24",
         "--set", "student.size=tiny", "--set", "student.sample_steps=2", "--threads", "1"]
 
 
@@ -46,6 +46,12 @@ def test_a_folder_that_holds_a_run_is_refused(tmp_path):
     (out / "evolve.db").write_bytes(b"")  # a run's store: nothing of it may be overwritten
     again = CliRunner().invoke(app, ["bench", "student", "--out", str(out), *TINY], env={"COLUMNS": "300"})
     assert again.exit_code != 0 and "already holds a run" in again.output
+
+
+def test_a_heldout_set_that_leaves_a_domain_nothing_to_train_on_is_refused(tmp_path):
+    result = CliRunner().invoke(app, ["bench", "student", "--out", str(tmp_path / "x"), "--heldout-per-domain", "48"],
+                                env={"COLUMNS": "300"})
+    assert result.exit_code == 2 and "leaves 0 text prompts to train on" in result.output
 
 
 def test_training_images_are_correct_and_never_held_out():

@@ -9,10 +9,11 @@ why.
 
 Training prompts are drawn as the world's random prompts are (a domain uniformly, then a prompt
 uniformly within it), never one of the held-out prompts, which are drawn from the grammar too
-(`--heldout-per-domain` per domain, the world's held-out seed). At each evaluation the EMA
-student draws one image per held-out prompt (the recipe's sampler steps and guidance) and the
-world's rules grade it; the table gives each domain's accuracy with a 95% bootstrap interval
-over prompts, against optimizer steps and the seconds spent inside training steps.
+(`--heldout-per-domain` per domain, the world's held-out seed; each domain keeps at least 8
+prompts to train on). At each evaluation the EMA student draws `--draws` images of each held-out
+prompt, each from its own noise seed (the recipe's sampler steps and guidance), and the world's
+rules grade them; the table gives each domain's accuracy with a 95% bootstrap interval over
+prompts, against optimizer steps and the seconds spent inside training steps.
 
 OUT is left as a run folder (config.yaml, evolve.db with one committed round, checkpoints/)
 that `evolvedirector sample OUT --prompts FILE --out DIR` and `evolvedirector export` read, like
@@ -73,17 +74,33 @@ def training_set(count: int, exclude: set[str], size: int, seed: int):
     return prompts, images
 
 
-def graded(prompts: list[str], images) -> dict[str, dict[str, float]]:
-    """domain (and "mean") -> {"rate", "low", "high"}: accuracy with a 95% bootstrap interval over
-    prompts (the mean's resamples each domain's prompts within it, domains weighed equally)."""
+def graded(student, prompts: list[str], draws: int, seed: int) -> dict[str, dict[str, float]]:
+    """domain (and "mean") -> {"rate", "low", "high"}: the share of correct images, `draws` per prompt
+    (one noise seed each), with a 95% bootstrap interval over prompts (the mean's resamples each
+    domain's prompts within it, domains weighed equally)."""
     from evolvedirector.evaluation.stats import accuracy_intervals
     from evolvedirector.worlds.shapes.grammar import parse
     from evolvedirector.worlds.shapes.rules import is_correct
 
-    outcomes: dict[str, list[bool]] = {}
-    for prompt, image in zip(prompts, images):
-        outcomes.setdefault(parse(prompt).domain, []).append(is_correct(prompt, image))
+    correct = [[is_correct(p, image) for p, image in zip(prompts, student.generate(prompts, seed=seed + draw))]
+               for draw in range(draws)]
+    outcomes: dict[str, list[float]] = {}
+    for index, prompt in enumerate(prompts):
+        outcomes.setdefault(parse(prompt).domain, []).append(sum(c[index] for c in correct) / draws)
     return accuracy_intervals(outcomes)
+
+
+def check_heldout_size(per_domain: int) -> None:
+    """Held-out prompts are never trained on: each domain must keep some to train on (the count and
+    text domains hold 54 and 48 prompts in all)."""
+    from evolvedirector.worlds.shapes import grammar
+
+    smallest = min(grammar.DOMAINS, key=lambda d: len(grammar.all_prompts(d)))
+    left = len(grammar.all_prompts(smallest)) - per_domain
+    if left < 8:
+        raise typer.BadParameter(f"--heldout-per-domain {per_domain} leaves {max(left, 0)} {smallest} prompts to "
+                                 f"train on (of {len(grammar.all_prompts(smallest))}); hold out at most "
+                                 f"{len(grammar.all_prompts(smallest)) - 8}")
 
 
 def write_run_folder(out: Path, config, trainer, prompts: list[str], images, metrics: dict) -> None:
@@ -126,8 +143,10 @@ def student_bench(
     steps: int | None = typer.Option(None, "--steps", min=1, help=(
         "optimizer steps (default: the demo's rounds x steps per round)")),
     eval_every: int = typer.Option(1000, "--eval-every", min=1, help="steps between two points of the curve"),
-    heldout_per_domain: int = typer.Option(48, "--heldout-per-domain", min=1,
-                                           help="held-out prompts per domain, drawn from the grammar"),
+    heldout_per_domain: int = typer.Option(24, "--heldout-per-domain", min=1, help=(
+        "held-out prompts per domain, drawn from the grammar and never trained on (at most 40: the text "
+        "domain has 48 prompts)")),
+    draws: int = typer.Option(2, "--draws", min=1, help="images per held-out prompt, each from its own noise seed"),
     train_images: int = typer.Option(8000, "--train-images", min=1, help="perfect training images (random prompts)"),
     seed: int = typer.Option(0, "--seed", help="the student's, the training set's and the noise's seed"),
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads (default: torch's)"),
@@ -149,6 +168,7 @@ def student_bench(
     out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="evolvedirector-bench-student-"))
     if (out / "evolve.db").exists():
         raise typer.BadParameter(f"--out {out} already holds a run (evolve.db): give another folder")
+    check_heldout_size(heldout_per_domain)
     config = recipe_config(out, seed, parse_settings(settings))
     steps = steps or config.budget.max_rounds * config.train.steps_per_round
 
@@ -170,18 +190,19 @@ def student_bench(
     parameters = sum(p.numel() for p in student.model.parameters())
     console.print(f"[bold]bench student[/bold]: {config.student.size} ({parameters / 1e6:.2f}M parameters), "
                   f"{steps} steps at batch {config.train.batch_size}, {len(prompts)} perfect training images, "
-                  f"{heldout_per_domain} held-out prompts per domain, {torch.get_num_threads()} threads; run in {out}")
+                  f"{heldout_per_domain} held-out prompts per domain ({draws} images each), "
+                  f"{torch.get_num_threads()} threads; run in {out}")
     x = from_pixels(images)
     student.text.encode(sorted(set(prompts + heldout)))  # text features once, outside the timed steps
     curve = []
     while trainer.step < steps:
         trainer.train(x, prompts, min(eval_every, steps - trainer.step))
-        grades = graded(heldout, student.generate(heldout, seed=seed))
+        grades = graded(student, heldout, draws, seed)
         curve.append({"step": trainer.step, "seconds": trainer.train_seconds, "accuracy": grades})
         print_row(console, trainer.step, trainer.train_seconds, grades, DOMAINS)
     final = curve[-1]
     write_run_folder(out, config, trainer, prompts, images,
-                     {"ceiling_curve": curve, "heldout_per_domain": heldout_per_domain})
+                     {"ceiling_curve": curve, "heldout_per_domain": heldout_per_domain, "draws": draws})
     (out / "curve.json").write_text(json.dumps(curve, indent=1))
     console.print(f"student ceiling={final['accuracy']['mean']['rate']:.3f} steps={trainer.step} "
                   f"secs={trainer.train_seconds:.1f}")
