@@ -118,23 +118,25 @@ QUICK = Settings(ladder=(250, 1000), steps=1000, seeds=(0,), heldout_per_domain=
 # Eight arms at a time share the GPU, each a process with 2 threads of the 16 cores.
 #
 # Estimated runtime (not yet measured on a GPU; `estimate_seconds` is the model, `gpu_estimate`
-# its figures), from the earlier recipe's shapes-xs, not re-measured for the demo's shapes-xxs:
-# its step measured 26 ms at batch 32 on CUDA, bound by Python, not the GPU; at batch 256 the
-# host also draws 8x the noise and batches 8x the samples: ~35 ms for an arm alone. The GPU's own
-# work at 256 is ~0.1 TFLOP a step (0.4 GFLOP an image, trainer/flops.py) in fp32, ~5 ms, so
-# eight arms keep it busy and each steps every ~40 ms: 2000 steps ~80 s. Add ~20 s an arm for its
-# process, CUDA context and data (up to 4000 prompts through MiniLM on the CPU), ~45 s for the
-# loop's (with its rounds: renders, judging, buying): with the 22 arms of the earlier default the
-# model gave 6.6 minutes; with today's 26, 8 at a time, the ablations once the full loop is done,
-# and the tables ~20 s, it gives 7.4 minutes, within 8. Each ms more a step adds ~8 s, each s more
-# an arm ~4 s: a step of up to 44 ms still fits. (The same model with the CPU's figures measured
-# with the earlier recipe, 290 s a naive arm at 1500 steps and 50 s more for the loop, two at a
-# time, gave 52 minutes for the then default of 22 arms: it took 50.)
+# its figures). The earlier recipe's shapes-xs step measured 26 ms at batch 32 on CUDA, bound by
+# Python, not the GPU; at batch 256 the host also draws 8x the noise and batches 8x the samples:
+# ~35 ms for an xs arm alone. The demo's shapes-xxs has half the blocks: on a CPU at batch 1, where
+# a step is almost all Python, an xxs step took 0.51 of an xs step (2.14 s against 4.13 s and 2.39
+# against 4.80 for 60 steps, one thread, `bench train --batch-size 1`), so ~18 ms an xxs arm alone.
+# The GPU's own work at 256 is half of xs's ~0.1 TFLOP a step in fp32, ~2.5 ms (trainer/flops.py),
+# so eight arms keep the GPU busy for ~20 ms a step: 2000 steps ~40 s (the first 500 at 16 px are
+# cheaper; not counted). Add ~20 s an arm for its process, CUDA context and data (up to 4000
+# prompts through MiniLM on the CPU), ~45 s for the loop's (with its rounds: renders, judging,
+# buying): 26 arms, 8 at a time, the ablations once the full loop is done, and the tables ~20 s
+# give 4.8 minutes (7.4 with the xs figures). Each ms more a step adds ~8 s, each s more an arm
+# ~4 s. (The same model with the CPU's figures measured with the earlier recipe, 290 s a naive arm
+# at 1500 steps and 50 s more for the loop, two at a time, gave 52 minutes for the then default
+# of 22 arms: it took 50.)
 GPU = Settings(ladder=(250, 1000, 4000), steps=2000, seeds=(0, 1, 2), heldout_per_domain=32,
                ablation_budget=1000, judge_accuracies=(1.0, 0.75, 0.6), batch_size=256, device="cuda")
 GPU_JOBS = 8
-GPU_HOST_STEP_S = 0.035  # an arm's step at batch 256 alone: Python-bound (26 ms measured at batch 32)
-GPU_DEVICE_STEP_S = 0.005  # the GPU's own work in that step (estimated from its FLOPs)
+GPU_HOST_STEP_S = 0.018  # an xxs arm's step at batch 256 alone: Python-bound (see above)
+GPU_DEVICE_STEP_S = 0.0025  # the GPU's own work in that step (estimated from its FLOPs)
 GPU_NAIVE_OVERHEAD_S, GPU_LOOP_OVERHEAD_S, GPU_SUMMARY_S = 20.0, 45.0, 20.0
 PROFILES = {"default": DEFAULT, "quick": QUICK, "gpu": GPU}
 CEILING = "perfect-images"  # the world's renderer in place of a teacher: every image correct, no dollars
@@ -602,7 +604,7 @@ def efficiency(
     profile: str | None = typer.Option(None, "--profile", help=(
         "default (26 arms sized for a CPU; its 22 arms of an earlier recipe took 50 minutes on 2 cores), quick "
         "(= --quick), or gpu: the default's arms on one H100/H200 (CUDA needed), batch 256, 2000 steps, 8 arms "
-        "sharing the GPU (estimated 7.4 minutes)")),
+        "sharing the GPU (estimated 4.8 minutes)")),
     out: Path | None = typer.Option(None, "--out", help="folder for results.json, efficiency.png and the runs"),
     steps: int | None = typer.Option(None, "--steps", help="optimizer steps per arm (default 1300; quick 1000; gpu 2000)"),
     ladder: str | None = typer.Option(None, "--ladder", help="teacher-call budgets, comma-separated, e.g. 250,1000"),
