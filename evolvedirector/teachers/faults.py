@@ -13,13 +13,21 @@ would get the same answer, or cost money for nothing):
 | `corrupt_image` | image bytes that do not decode (truncated, garbage)        | yes (*) |
 | `bad_response`  | a success status whose body lacks what the API promises    | yes (*) |
 | `refused`       | a content-policy refusal (request or job)                  | no      |
-| `client_error`  | any other 4xx (bad request, authentication, not found)     | no      |
+| `auth`          | HTTP 401 / 403: the key, or what the account may use       | no      |
+| `out_of_credits`| HTTP 402: the account cannot pay                           | no      |
+| `not_found`     | HTTP 404: the URL (base_url, a path) or the model          | no      |
+| `client_error`  | any other 4xx (a bad parameter, say)                       | no      |
 | `job_failed`    | a queued job the API reports as failed                     | no      |
 | `pipeline_error`| a local pipeline raised                                    | no      |
+| `not_tried`     | not sent: the teacher kept failing this round (health.py)  | no      |
 
 (*) A retry never buys a second image: a corrupt download is fetched again (free), but anything
 wrong inside a generation answer the provider already billed (HTTP 200) is final, a billed
 failure. The ledger adds `unexpected_error` for a backend that raised instead of answering.
+
+`auth`, `out_of_credits` and `not_found` are told apart from other 4xx because they say nothing
+about the prompt: every call will get the same answer until the setup is fixed
+(`teachers/health.py` stops asking such a teacher, and says what to check).
 """
 
 from __future__ import annotations
@@ -35,9 +43,13 @@ CONNECTION = "connection"
 CORRUPT_IMAGE = "corrupt_image"
 BAD_RESPONSE = "bad_response"
 REFUSED = "refused"
+AUTH = "auth"
+OUT_OF_CREDITS = "out_of_credits"
+NOT_FOUND = "not_found"
 CLIENT_ERROR = "client_error"
 JOB_FAILED = "job_failed"
 PIPELINE_ERROR = "pipeline_error"
+NOT_TRIED = "not_tried"
 
 RETRYABLE = frozenset({RATE_LIMITED, SERVER_ERROR, TIMEOUT, CONNECTION, CORRUPT_IMAGE, BAD_RESPONSE})
 
@@ -61,6 +73,10 @@ class Fault(AttemptFailed):
         self.message = message
 
 
+# 403 is left to the refusal markers first: some APIs answer a moderated prompt with it.
+SETUP_STATUSES = {401: AUTH, 402: OUT_OF_CREDITS, 404: NOT_FOUND}
+
+
 def is_refusal(text: str) -> bool:
     lowered = text.lower()
     return any(marker in lowered for marker in REFUSAL_MARKERS)
@@ -80,8 +96,13 @@ def check_response(response: httpx.Response) -> None:
         raise Fault(TIMEOUT, f"HTTP 408 {snippet}")
     if status >= 500:
         raise Fault(SERVER_ERROR, f"HTTP {status} {snippet}", retry_after=retry_after)
+    # Before the refusal markers: a 401 or 404 body may well mention the API's "safety" pages.
+    if status in SETUP_STATUSES:
+        raise Fault(SETUP_STATUSES[status], f"HTTP {status} {snippet}")
     if is_refusal(snippet):
         raise Fault(REFUSED, f"HTTP {status} {snippet}")
+    if status == 403:
+        raise Fault(AUTH, f"HTTP {status} {snippet}")
     raise Fault(CLIENT_ERROR, f"HTTP {status} {snippet}")
 
 

@@ -40,7 +40,7 @@ def test_a_rejected_key_never_reaches_errors_logs_the_store_or_the_saved_config(
         teacher = build_teacher(config.teachers[0])
         with caplog.at_level(logging.DEBUG):
             [purchase] = buy(teacher, ["a red circle"])
-    assert purchase.image_hash is None and purchase.error.startswith("client_error: HTTP 401")
+    assert purchase.image_hash is None and purchase.error.startswith("auth: HTTP 401")
     assert "[REDACTED]" in purchase.error and KEY not in purchase.error
     assert KEY not in caplog.text
     store.close()
