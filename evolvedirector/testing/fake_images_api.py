@@ -16,7 +16,9 @@ An image answer takes `latency` seconds (a queued job finishes `latency` after i
 `hold()` keeps every generation request that arrives from then on unanswered (counted in `held`)
 until `release()`; released, each is made and billed as any other, so a test can kill a client at
 the moment its calls are certainly at the provider, not merely sent.
-`inject(route, fault, times)` makes the next `times` requests of a route fail one way. It keeps
+`inject(route, fault, times)` makes the next `times` requests of a route fail one way;
+`fail_from(route, fault, after)` every request of it after the first `after`, until `heal()`
+(a server that went down mid-run; "401" a revoked key, "402" an account out of credits). It keeps
 the books a provider would: images it generated (and so would bill), every submit with its
 idempotency key, every POSTed body, requests per route, the most requests it served at once, and
 `spans`: each request's (route, start, end) in time.time() seconds.
@@ -45,7 +47,11 @@ import numpy as np
 from PIL import Image
 
 ROUTES = ("generate", "submit", "status", "result", "file")
-FAULTS = ("429", "500", "503", "timeout", "reset", "truncated", "corrupt", "refuse", "job_failed")
+FAULTS = ("401", "402", "403", "404", "429", "500", "503", "timeout", "reset", "truncated", "corrupt", "refuse",
+          "job_failed")
+# What real APIs answer with these statuses (OpenAI's words for 401 and 402).
+STATUS_MESSAGES = {"401": "Incorrect API key provided.", "402": "You exceeded your current quota: insufficient credits.",
+                   "403": "Your account is not allowed to use this model.", "404": "The model does not exist."}
 REFUSAL = "Your request was rejected as a result of our safety system (content_policy_violation)."
 
 
@@ -109,6 +115,7 @@ class FakeImageAPI:
         self.spans: list[tuple[str, float, float]] = []
         self._in_flight = 0
         self._faults: dict[str, deque] = defaultdict(deque)
+        self._fail_from: dict[str, tuple[int, str]] = {}  # route -> (requests served first, fault)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.url = ""  # http://127.0.0.1:PORT once started
@@ -147,9 +154,28 @@ class FakeImageAPI:
         with self.lock:
             self._faults[route].extend([(fault, options)] * times)
 
+    def fail_from(self, route: str, fault: str, after: int = 0) -> None:
+        """Every request of `route` after its first `after` (counted since the start) fails with
+        `fault`, until heal()."""
+        if route not in ROUTES or fault not in FAULTS:
+            raise ValueError(f"route must be one of {ROUTES} and fault one of {FAULTS}")
+        with self.lock:
+            self._fail_from[route] = (after, fault)
+
+    def heal(self) -> None:
+        """No more faults: those injected and not yet met are dropped too."""
+        with self.lock:
+            self._fail_from.clear()
+            self._faults.clear()
+
     def take_fault(self, route: str) -> tuple[str, dict] | tuple[None, dict]:
         with self.lock:
-            return self._faults[route].popleft() if self._faults[route] else (None, {})
+            if self._faults[route]:
+                return self._faults[route].popleft()
+            after, fault = self._fail_from.get(route, (None, None))
+            if after is not None and self.requests[route] > after:  # this request is counted already
+                return fault, {}
+            return None, {}
 
     def hold(self) -> None:
         """Generation requests arriving from now on wait, unanswered, until release()."""
@@ -231,6 +257,8 @@ def _handler_for(api: FakeImageAPI) -> type[BaseHTTPRequestHandler]:
                 self._json(429, {"error": {"message": "rate limit exceeded"}}, {"Retry-After": str(retry_after)})
             elif fault in ("500", "503"):
                 self._json(int(fault), {"error": {"message": "server error"}})
+            elif fault in STATUS_MESSAGES:
+                self._json(int(fault), {"error": {"message": STATUS_MESSAGES[fault]}})
             elif fault == "timeout":
                 api.stopped.wait(options.get("delay", 5.0))
                 self.close_connection = True
