@@ -12,11 +12,13 @@ These tables tell the whole story of a run:
 - `rounds`: one row per committed round, with its counts and metrics. A round exists once its
   row does; everything a round writes goes in with that row in a single transaction.
 - `teacher_calls`: the ledger. One row per idempotency key, written before the call is made
-  (status `pending`) and finished after (`done` or `failed`). It commits on its own, outside any
-  round, because money spent is spent even if the round in progress is lost. A queue API's
-  request id is written into the row as soon as the API returns it, before polling, so a resumed
-  run polls that id instead of paying for a new job. `billed` says whether the row counts as
-  spend: pending and done calls do, failed ones only when the provider billed them anyway.
+  (status `pending`) and finished after (`done` or `failed`; or forgotten, the row deleted, when
+  its teacher could not be reached at all and billed nothing: teachers/health.py, so a later run
+  asks again). It commits on its own, outside any round, because money spent is spent even if
+  the round in progress is lost. A queue API's request id is written into the row as soon as the
+  API returns it, before polling, so a resumed run polls that id instead of paying for a new job.
+  `billed` says whether the row counts as spend: pending and done calls do, failed ones only when
+  the provider billed them anyway.
   Earlier attempts under the same key count too, at `price` each: `remade`, calls in flight when
   a run died that were made again on resume (possibly billed: the provider may have finished
   them), and `rebought`, images whose files were lost and that were bought again (billed).
@@ -601,6 +603,20 @@ def ledger_finish(
         "UPDATE teacher_calls SET status = ?, image_hash = ?, error = ?, finished_at = ?, billed = ?,"
         " cost = CASE WHEN ? THEN cost ELSE 0 END WHERE key = ?",
         (status, image_hash, error, time.time(), int(billed), int(billed), key),
+    )
+
+
+def ledger_forget(conn: sqlite3.Connection, key: str) -> None:
+    """Undo a call the provider made nothing of and billed nothing for, because its teacher could
+    not be reached (teachers/health.py): the next buy of the key calls again. A row with no
+    earlier attempt goes, as if never reserved; one with earlier attempts (spend) is pending
+    again, not sent. A done, billed or queued (request id) call is left as it is."""
+    undone = "key = ? AND request_id IS NULL AND (status = 'pending' OR (status = 'failed' AND billed = 0))"
+    conn.execute(f"DELETE FROM teacher_calls WHERE {undone} AND remade = 0 AND rebought = 0", (key,))
+    conn.execute(
+        "UPDATE teacher_calls SET status = 'pending', sent = 0, billed = 1, cost = COALESCE(price, cost),"
+        f" error = NULL, finished_at = NULL WHERE {undone}",
+        (key,),
     )
 
 

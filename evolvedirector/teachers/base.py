@@ -38,10 +38,15 @@ class ImageResult:
     # For a failure: the provider still holds the job (polling gave up for now); the ledger keeps
     # the call pending so that a later buy or `settle_pending` collects it instead of paying again.
     retry_later: bool = False
+    kind: str | None = None  # for a failure: the fault kind of `error` (teachers/faults.py)
 
 
 def _ignore(_: str) -> None:
     pass
+
+
+def _never() -> str | None:
+    return None
 
 
 async def _ignore_async(_: str) -> None:
@@ -56,6 +61,9 @@ class CallContext:
     request_id: str | None = None  # a queue API's id for this call, stored before a crash: poll, never resubmit
     on_submitted: Callable[[str], Awaitable[None]] = field(default=_ignore_async)  # awaited: stored before polling
     on_fault: Callable[[str], None] = field(default=_ignore)  # count one fault of this kind
+    # Asked before each attempt that would start new work (a generation, a submit): a reason when
+    # the teacher kept failing this round and is asked no more (teachers/health.py); else None.
+    given_up: Callable[[], str | None] = field(default=_never)
 
 
 def idempotency_key(teacher: str, request: ImageRequest) -> str:

@@ -96,7 +96,7 @@ class DiffusersTeacher(Teacher):
                 raise Fault(PIPELINE_ERROR, f"{type(error).__name__}: {error}"[:300]) from None
         except Fault as fault:
             context.on_fault(fault.kind)
-            return ImageResult(request, error=str(fault))
+            return ImageResult(request, error=str(fault), kind=fault.kind)
         return ImageResult(request, image=fit_to_request(image, request))
 
     async def generate(self, requests: list[ImageRequest]) -> list[ImageResult]:

@@ -20,7 +20,7 @@ import numpy as np
 
 from evolvedirector.http import GaveUp, RetryPolicy, read_api_key, with_retries
 from evolvedirector.teachers.base import CallContext, ImageRequest, ImageResult, Teacher, idempotency_key
-from evolvedirector.teachers.faults import BAD_RESPONSE, Fault, check_response, transport_fault
+from evolvedirector.teachers.faults import BAD_RESPONSE, NOT_TRIED, Fault, check_response, transport_fault
 from evolvedirector.teachers.image_bytes import decode_base64_image, decode_image
 from evolvedirector.teachers.ratelimit import RateLimiter
 
@@ -30,6 +30,10 @@ CONNECTIONS_PER_CLIENT = 16
 # Sent with the ledger's key on every request that makes an image; a provider that deduplicates
 # by it bills a call made again (after a crash, or a retry) once. Others ignore it.
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+# A host that drops packets (a wrong address, a firewall) would otherwise hold each attempt for the
+# whole timeout_s (120 s by default, sized for slow generations); an API's server accepts a
+# connection in well under a second.
+CONNECT_TIMEOUT_S = 10.0
 
 
 class HttpTeacher(Teacher):
@@ -41,7 +45,7 @@ class HttpTeacher(Teacher):
         self.cost_per_image = config.cost_per_image
         self.concurrency = config.concurrency
         self.base_url = config.base_url
-        self.timeout = httpx.Timeout(config.timeout_s)
+        self.timeout = httpx.Timeout(config.timeout_s, connect=min(config.timeout_s, CONNECT_TIMEOUT_S))
         self.retry_policy = RetryPolicy(config.retry.max_attempts, config.retry.backoff_s, config.retry.max_backoff_s)
         self.limiter = RateLimiter(config.rate_limit_rpm)
         self._api_key = read_api_key(f"teachers.{config.name}.api_key_env", config.api_key_env)
@@ -147,13 +151,23 @@ class HttpTeacher(Teacher):
     def reporter(self, context: CallContext):
         """The retry loop's fault callback: count the kind in the ledger, note it in the log."""
         def report(fault: Fault) -> None:
+            if fault.kind == NOT_TRIED:  # no request was made: nothing the teacher did
+                return
             context.on_fault(fault.kind)
             log.info("teacher %s: %s", self.name, self.redact(str(fault)))
         return report
 
     def failed(self, request: ImageRequest, fault: Fault, *, billed: bool = False,
                retry_later: bool = False) -> ImageResult:
-        return ImageResult(request, error=self.redact(str(fault)), billed=billed, retry_later=retry_later)
+        return ImageResult(request, error=self.redact(str(fault)), billed=billed, retry_later=retry_later,
+                           kind=fault.kind)
+
+    @staticmethod
+    def go_on(context: CallContext) -> None:
+        """Called first in each attempt that starts new work: a teacher given up on this round
+        (teachers/health.py) is not asked again, whatever retries the call had left."""
+        if (reason := context.given_up()) is not None:
+            raise Fault(NOT_TRIED, reason, retryable=False)
 
     async def retrying(self, attempt, context: CallContext):
         """`attempt` under the retry policy; every fault is counted, the last one raised."""

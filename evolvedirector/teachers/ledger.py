@@ -24,6 +24,13 @@ Money: a row counts as spend while pending and once done; a failed call counts o
 provider billed it anyway (its result was lost after the API accepted the work). Every fault a
 teacher meets is counted per teacher and kind in the store (`Store.fault_counts`).
 
+Health: each teacher's calls of a round are watched (`teachers/health.py`); a teacher that keeps
+failing is given up on for the round: its calls still to come are not made (`not_tried`), and
+its unbilled failures are forgotten (the rows deleted, as if never reserved) instead of kept as
+failed, so that the round, run again once the teacher answers, buys them after all.
+`round_health(round)` tells the loop who failed; `forget_failures` forgets the failures of a
+round the loop will not commit.
+
 Writes go through a `LedgerWriter` (one thread, many writes per commit) and images are written
 in worker threads, so the event loop keeps every call in flight while the disk syncs.
 """
@@ -38,10 +45,12 @@ from functools import partial
 
 from evolvedirector.store import BudgetExceeded, ImageStore, Store
 from evolvedirector.store.db import (
-    ledger_count_fault, ledger_finish, ledger_mark_sent, ledger_rebuy, ledger_remake, ledger_reserve,
+    ledger_count_fault, ledger_finish, ledger_forget, ledger_mark_sent, ledger_rebuy, ledger_remake, ledger_reserve,
     ledger_set_request_id, parse_bucket,
 )
 from evolvedirector.teachers.base import CallContext, ImageRequest, ImageResult, Teacher, idempotency_key
+from evolvedirector.teachers.faults import NOT_TRIED
+from evolvedirector.teachers.health import ANSWERS, TeacherRound
 from evolvedirector.teachers.ledger_writer import LedgerWriter
 
 log = logging.getLogger(__name__)
@@ -75,6 +84,8 @@ class Ledger:
         self._keys: dict[str, list] = {}  # key -> [lock, holders and waiters]
         self._writer: LedgerWriter | None = None  # open while any buy is in flight
         self._writer_users = 0
+        self._health: dict[tuple[str, int], TeacherRound] = {}
+        self._proven: set[str] = set()  # teachers that answered a call in this ledger's life
 
     @classmethod
     def for_run(
@@ -109,12 +120,16 @@ class Ledger:
 
     async def _buy_one(self, teacher: Teacher, request: ImageRequest, round: int) -> Purchase:
         key = idempotency_key(teacher.name, request)
+        health = self._health_of(teacher.name, round)
         async with self._one_at_a_time(key):
             row = self.store.call(key)
             if row is not None and row["status"] == "done" and row["image_hash"] in self.images:
                 return Purchase(teacher.name, request, row["image_hash"], reused=True)
             if row is not None and row["status"] == "failed":
                 return Purchase(teacher.name, request, None, error=row["error"])
+            if (reason := health.check()) is not None:  # nothing reserved, nothing sent
+                health.not_tried += 1
+                return Purchase(teacher.name, request, None, error=f"{NOT_TRIED}: {reason}")
             budget = dict(cost=teacher.cost_per_image, max_calls=self.max_calls, max_dollars=self.max_dollars)
             if row is None:
                 # Reserved (budget checked, row on disk) while waiting for a slot, so that a freed
@@ -136,14 +151,20 @@ class Ledger:
             # Buying a lost image again is a new purchase: the provider gets a key of its own.
             rebought = 0 if row is None else row["rebought"] + (row["status"] == "done")
             async with self._slot(teacher):
+                if (reason := health.check()) is not None:  # given up on while this call waited for a slot
+                    health.not_tried += 1
+                    if row is None or row["request_id"] is None:  # a queued job stays the provider's, pending
+                        await self._writer.run(partial(ledger_forget, key=key))
+                    return Purchase(teacher.name, request, None, error=f"{NOT_TRIED}: {reason}")
                 if row is None or row["request_id"] is None:  # on disk before the teacher may bill it
                     await self._writer.run(partial(ledger_mark_sent, key=key))
                 result = await self._call(teacher, request, key, row["request_id"] if row else None,
-                                          sent_key=provider_key(key, rebought))
-            return await self._record(teacher, request, key, result)
+                                          sent_key=provider_key(key, rebought), health=health)
+                successes = health.succeeded  # a failure with none after it is in the teacher's failing streak
+            return await self._record(teacher, request, key, result, health, successes)
 
     async def _call(self, teacher: Teacher, request: ImageRequest, key: str, request_id: str | None, *,
-                    sent_key: str) -> ImageResult:
+                    sent_key: str, health: TeacherRound) -> ImageResult:
         writer = self._writer
 
         async def on_submitted(new_id: str) -> None:
@@ -153,26 +174,85 @@ class Ledger:
             # Not awaited: a count need not be on disk before the retry; the FIFO queue commits it
             # no later than this call's result.
             writer.submit(partial(ledger_count_fault, teacher=teacher.name, kind=kind))
+            health.attempt_failed(kind)
+            self._forget_if_given_up(health)
 
-        context = CallContext(key=sent_key, request_id=request_id, on_submitted=on_submitted, on_fault=on_fault)
+        def given_up() -> str | None:
+            reason = health.check()
+            self._forget_if_given_up(health)
+            return reason
+
+        context = CallContext(key=sent_key, request_id=request_id, on_submitted=on_submitted, on_fault=on_fault,
+                              given_up=given_up)
         try:
-            return await teacher.call(request, context)
+            result = await teacher.call(request, context)
         except Exception as error:  # a bug or a surprise in a backend: the loop goes on
             log.exception("teacher %s raised on a call", teacher.name)
             context.on_fault(UNEXPECTED)
             # Whether the provider charged it is unknown: count it, so the budget is never overshot.
-            return ImageResult(request, error=f"{UNEXPECTED}: {type(error).__name__}", billed=True)
+            result = ImageResult(request, error=f"{UNEXPECTED}: {type(error).__name__}", billed=True, kind=UNEXPECTED)
+        # Counted before the slot is free: the next call to take it sees a teacher given up on.
+        failed = result.error is not None or result.image is None
+        if failed and _kind_of(result) == NOT_TRIED:
+            health.not_tried += 1
+        else:
+            health.call_ended(_kind_of(result) if failed else None, result.error)
+        if not failed:
+            self._proven.add(teacher.name)
+        self._forget_if_given_up(health)
+        return result
 
-    async def _record(self, teacher: Teacher, request: ImageRequest, key: str, result: ImageResult) -> Purchase:
+    async def _record(self, teacher: Teacher, request: ImageRequest, key: str, result: ImageResult,
+                      health: TeacherRound, successes: int) -> Purchase:
         if result.error is None and result.image is not None:
             # The image is on disk (atomically) before the row that names it says `done`.
             image_hash = await self._writer.put_image(self.images, result.image)
             await self._writer.run(partial(ledger_finish, key=key, image_hash=image_hash))
             return Purchase(teacher.name, request, image_hash)
         error = result.error or "no image returned"
-        if not result.retry_later:  # otherwise the row stays pending: the provider still holds the job
+        if result.retry_later:  # the row stays pending: the provider still holds the job
+            return Purchase(teacher.name, request, None, error=error)
+        forgettable = not result.billed and _kind_of(result) not in ANSWERS
+        if forgettable and health.given_up is not None:
+            await self._writer.run(partial(ledger_forget, key=key))
+        else:
             await self._writer.run(partial(ledger_finish, key=key, error=error, billed=result.billed))
+            if forgettable and health.succeeded == successes:  # no success since: forgotten if it is given up on
+                health.forgettable.append(key)
+                self._forget_if_given_up(health)
         return Purchase(teacher.name, request, None, error=error)
+
+    # -- health ---------------------------------------------------------------------------------
+
+    def round_health(self, round: int) -> list[TeacherRound]:
+        """Each teacher this ledger asked for images in `round`, and how its calls went."""
+        return [health for (_, number), health in self._health.items() if number == round and health.asked]
+
+    async def forget_failures(self, round: int, teachers: list[str]) -> None:
+        """Forget these teachers' unbilled failures of a round that will not be committed: the
+        round, run again, asks for those images anew."""
+        keys = []
+        for (name, number), health in self._health.items():
+            if number == round and name in teachers:
+                keys += health.forgettable
+                health.forgettable = []
+        if keys:
+            async with self._writing():
+                await asyncio.gather(*(self._writer.run(partial(ledger_forget, key=key)) for key in keys))
+
+    def _health_of(self, teacher: str, round: int) -> TeacherRound:
+        health = self._health.setdefault((teacher, round), TeacherRound(teacher, round))
+        health.proven = health.proven or teacher in self._proven
+        return health
+
+    def _forget_if_given_up(self, health: TeacherRound) -> None:
+        """Once a teacher is given up on, its failures so far this round are forgotten. Not
+        awaited: queued after their own `failed` writes (FIFO), committed before the buy ends."""
+        if health.given_up is None or not health.forgettable or self._writer is None:
+            return
+        for key in health.forgettable:
+            self._writer.submit(partial(ledger_forget, key=key))
+        health.forgettable = []
 
     # -- concurrency ----------------------------------------------------------------------------
 
@@ -216,6 +296,13 @@ class Ledger:
             entry[1] -= 1
             if entry[1] == 0:
                 del self._keys[key]
+
+
+def _kind_of(result: ImageResult) -> str:
+    """A failed result's fault kind; a backend that sets none writes it first in the error."""
+    if result.kind is not None:
+        return result.kind
+    return (result.error or "").split(":", 1)[0].strip() or UNEXPECTED
 
 
 def _lowest(*caps):

@@ -60,7 +60,9 @@ class OpenAIImagesTeacher(HttpTeacher):
         async with self.session() as client:
             async def generate_once() -> np.ndarray | str:
                 nonlocal generated
+                self.go_on(context)
                 await self.limiter.acquire()
+                self.go_on(context)  # the limiter may have waited long
                 response = await self.request(client, "POST", self.url("/images/generations"), json=self.body(request),
                                               headers={IDEMPOTENCY_HEADER: context.key})
                 generated = True

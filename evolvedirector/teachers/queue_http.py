@@ -103,7 +103,7 @@ class QueueTeacher(HttpTeacher):
             request_id = context.request_id
             if request_id is None:
                 try:
-                    request_id = await self.retrying(lambda: self._submit(client, request, context.key), context)
+                    request_id = await self.retrying(lambda: self._submit(client, request, context), context)
                 except Fault as fault:
                     return self.failed(request, fault)  # no job was accepted: nothing to pay
                 await context.on_submitted(request_id)  # on disk before the first poll
@@ -122,9 +122,12 @@ class QueueTeacher(HttpTeacher):
                 return self.failed(request, fault, billed=True)  # finished (billed), image lost
         return ImageResult(request, image=await asyncio.to_thread(fit_to_request, image, request))
 
-    async def _submit(self, client, request: ImageRequest, key: str) -> str:
+    async def _submit(self, client, request: ImageRequest, context: CallContext) -> str:
+        # Only submits are given up on: a job already accepted is the provider's, polled as ever.
+        self.go_on(context)
         await self.limiter.acquire()
-        headers = {self.config.idempotency_header or IDEMPOTENCY_HEADER: key}
+        self.go_on(context)
+        headers = {self.config.idempotency_header or IDEMPOTENCY_HEADER: context.key}
         response = await self.request(client, "POST", self.url(self.config.submit_path), json=self.body(request),
                                       headers=headers)
         request_id = dotted_get(self.json_body(response), self.config.request_id_field)
