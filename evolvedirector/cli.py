@@ -107,7 +107,9 @@ def _evolve(config: RunConfig, source: str) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download weights at run time
     from evolvedirector.director import DirectorError
     from evolvedirector.loop import Evolution  # heavy imports only when a run starts
+    from evolvedirector.loop.evolve import EmptySet
     from evolvedirector.loop.tracking import TrackerUnavailable
+    from evolvedirector.teachers.health import TeachersFailed
 
     config = _resolve(config)
     try:
@@ -123,6 +125,10 @@ def _evolve(config: RunConfig, source: str) -> None:
         evolution.run()
     except DirectorError as error:  # a director that never answers: one line; the run resumes once fixed
         _fail(str(error))
+    except (TeachersFailed, EmptySet) as error:  # no teacher answered: a line per teacher, exit 1
+        for line in getattr(error, "lines", [str(error)]):
+            console.print(f"[bold red]error:[/bold red] {line}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1) from None
     console.print(f"report: {Path(config.out) / 'report.html'}")
 
 

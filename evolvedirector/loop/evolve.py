@@ -11,6 +11,11 @@ run restarted on the same folder resumes after the last committed round.
 `evolve.overlap` picks the round: `run_round` (serial: train, then the director's work) or
 `overlapped_round` (async: a `BackgroundTrainer` trains on in its own thread, started at the
 first round after the seed round and stopped when the run stops).
+
+Teachers that cannot be reached: a round in which every teacher asked failed every call, and
+nothing was bought, is not committed; the run stops with one line per teacher (`TeachersFailed`,
+teachers/health.py) and resumes at that round once they answer. A seed round that bought no image
+is not committed either: there would be nothing to train on.
 """
 
 from __future__ import annotations
@@ -36,9 +41,15 @@ from evolvedirector.loop.run_lock import RunLock
 from evolvedirector.store import ImageStore, Sample, Store
 from evolvedirector.student import Student
 from evolvedirector.teachers import Ledger, build_teacher
+from evolvedirector.teachers.health import TeachersFailed, describe_failure
 from evolvedirector.teachers.ledger import describe_spend
 from evolvedirector.trainer import Trainer
 from evolvedirector.worlds import build_world
+
+
+class EmptySet(RuntimeError):
+    """A committed set with no sample in it that none ever left: nothing was learned, and there is
+    nothing to train on (a round 0 committed by a version that did not refuse an empty seed round)."""
 
 
 class Evolution:
@@ -136,6 +147,9 @@ class Evolution:
                     await self.director.aclose()
                     raise never_answered(self.director.where(), f"round {round}", summary.director)
                 round += 1
+        except TeachersFailed:  # the round was not committed
+            await self.director.aclose()
+            raise
         finally:
             if training is not None:
                 training.stop()
@@ -171,6 +185,9 @@ class Evolution:
         if self.ledger.exhausted:
             return "teacher budget spent"
         if not self.store.active_samples():
+            if not self.store.count_samples():
+                raise self._empty_set()
+            # Samples leave the set only when the director judged the student's image as good.
             return "the student has learned the whole set"
         rounds = self.store.rounds()
         if budget.max_minutes is not None and len(rounds) > 1:
@@ -179,6 +196,49 @@ class Evolution:
             if sum(durations) + durations[-1] > budget.max_minutes * 60:
                 return f"max_minutes={budget.max_minutes:g} would be passed by another round"
         return None
+
+    def _empty_set(self) -> EmptySet:
+        failed = sum(row["failed"] or 0 for row in self.store.spend_by_teacher())
+        faults = "; ".join(f"{teacher} " + ", ".join(f"{kind} {n}" for kind, n in kinds.items())
+                           for teacher, kinds in self.store.fault_counts().items()) or "none counted"
+        return EmptySet(
+            f"the set of {self.folder.path} is empty: round 0 was committed without a teacher image ({failed} "
+            f"teacher calls failed; faults: {faults}), and a committed round is not bought again; once the teachers "
+            "answer, start the run again with another `out` folder")
+
+    async def check_teachers(self, round: int, new_samples: list) -> None:
+        """After a round's purchases: name each teacher that failed them; when every teacher asked
+        failed every call and nothing was bought (or the seed round bought nothing at all), raise
+        TeachersFailed before the round can be committed, its failures forgotten by the ledger so
+        that the round run again buys them."""
+        asked = self.ledger.round_health(round)
+        failing = [health for health in asked if health.failed_every_call() or health.given_up]
+        every = bool(failing) and all(health.failed_every_call() for health in asked)
+        if (every and not new_samples) or (round == 0 and not new_samples):
+            await self.ledger.forget_failures(round, [health.teacher for health in failing])
+            # Once anything was bought or trained, the run folder's config.yaml is what a run reads.
+            saved = self.folder.path / "config.yaml" if run_safety.check_store_file(self.folder.path) else None
+            lines = [self._describe(health, saved, "then run the same command again to resume") for health in failing]
+            raise TeachersFailed(lines or [self._nothing_bought(asked)])
+        for health in failing:
+            self.console.print(f"note: {self._describe(health, None, f'round {round} goes on with the others')}",
+                               highlight=False, soft_wrap=True)
+
+    def _describe(self, health, saved, then: str) -> str:
+        index = next(i for i, t in enumerate(self.config.teachers) if t.name == health.teacher)
+        return describe_failure(health, self.config.teachers[index], index, resumed_config=saved, then=then)
+
+    def _nothing_bought(self, asked) -> str:
+        """Why a seed round bought nothing although no teacher failed outright."""
+        if self.ledger.exhausted:
+            why = "the budget (budget.max_teacher_calls, budget.max_dollars) allows no image"
+        elif asked:
+            why = "; ".join(f"teacher {h.teacher} answered {h.made} calls with no image ({h.answered_no} refused "
+                            f"or failed jobs; last: {h.last_error or '-'})" for h in asked)
+        else:
+            why = "no seed prompt was asked for"
+        return (f"round 0 bought no teacher image, so there is nothing to train on and it is not committed: {why}; "
+                "fix that, then run the same command again")
 
     async def _resume(self, last: int) -> None:
         checkpoint = self.store.rounds()[-1]["checkpoint"]

@@ -10,6 +10,7 @@ per prompt in S: the director compares student and teacher (random order)
     no usable verdict -> nothing (counted by kind; judged again next round)
 every proposal goes through the world: accepted, or refused with a reason (kept in the store)
 buy teacher images for the new prompts (several teachers: the director picks the best)
+    every teacher failed every call and nothing was bought -> stop; the round is not committed
 (each stage's director calls and every purchase are in flight at once)
 commit D_{r+1}, every verdict, refusal and its lineage, in one transaction
 ```
@@ -260,6 +261,11 @@ def _round_tally(judging: Tally, after: Tally) -> Tally:
     return tally
 
 
-def _buy(run: Evolution, proposals: list[Proposal], *, round: int, rng: random.Random):
-    return buy_and_select(proposals, round=round, rng=rng, size=run.world.image_size, ledger=run.ledger,
-                          teachers=run.teachers, images=run.images, director=run.director, console=run.console)
+async def _buy(run: Evolution, proposals: list[Proposal], *, round: int, rng: random.Random):
+    """Step 4's purchases; raises TeachersFailed, before anything of the round is committed, when
+    no teacher answered (Evolution.check_teachers)."""
+    new_samples = await buy_and_select(proposals, round=round, rng=rng, size=run.world.image_size, ledger=run.ledger,
+                                       teachers=run.teachers, images=run.images, director=run.director,
+                                       console=run.console)
+    await run.check_teachers(round, new_samples)
+    return new_samples
