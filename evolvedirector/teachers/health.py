@@ -149,7 +149,8 @@ def describe_failure(health: TeacherRound, config, index: int, *, then: str, res
     last = f"; last: {health.last_error}" if health.last_error else ""
     kind = health.faults.most_common(1)[0][0] if health.faults else ""
     where = f" (settings: {resumed_config})" if resumed_config else ""
-    return (f"teacher {health.teacher} at {host_of(config)} {what} (faults: {health.describe_faults()}; {calls}{last}): "
+    return (f"teacher {health.teacher} at {host_of(config)} {what} "
+            f"(faults: {health.describe_faults()}; {calls}{last}): "
             f"{advice(kind, config, f'teachers.{index}')}{where}, {then}")
 
 

@@ -50,7 +50,8 @@ ROUTES = ("generate", "submit", "status", "result", "file")
 FAULTS = ("401", "402", "403", "404", "429", "500", "503", "timeout", "reset", "truncated", "corrupt", "refuse",
           "job_failed")
 # What real APIs answer with these statuses (OpenAI's words for 401 and 402).
-STATUS_MESSAGES = {"401": "Incorrect API key provided.", "402": "You exceeded your current quota: insufficient credits.",
+STATUS_MESSAGES = {"401": "Incorrect API key provided.",
+                   "402": "You exceeded your current quota: insufficient credits.",
                    "403": "Your account is not allowed to use this model.", "404": "The model does not exist."}
 REFUSAL = "Your request was rejected as a result of our safety system (content_policy_violation)."
 

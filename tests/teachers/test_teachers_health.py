@@ -13,7 +13,6 @@ from evolvedirector.config import OpenAITeacherConfig
 from evolvedirector.teachers import ImageRequest, Ledger, build_teacher
 from evolvedirector.teachers import health as health_module
 from evolvedirector.teachers.health import CALLS_BEFORE_GIVING_UP, describe_failure
-from evolvedirector.testing.fake_images_api import FakeImageAPI
 
 pytestmark = pytest.mark.timeout(60)
 CONCURRENCY = 4  # the openai teacher's default
@@ -88,7 +87,8 @@ def test_a_port_nothing_listens_on_is_given_up_on_within_a_few_calls(store, imag
     assert ledger_rows(store) == []
     line = describe_failure(health, config, 2, then="then run it again")
     assert f"teacher down at 127.0.0.1:{port} failed every call of round 0 (faults: connection {attempts}; " in line
-    assert f"check teachers.2.base_url (http://127.0.0.1:{port}/v1) and that its server at 127.0.0.1:{port} is up" in line
+    assert (f"check teachers.2.base_url (http://127.0.0.1:{port}/v1) and that its server at 127.0.0.1:{port} is up"
+            in line)
 
 
 def test_a_teacher_that_answered_keeps_its_retries_and_is_given_up_on_only_after_calls_in_a_row_fail(
