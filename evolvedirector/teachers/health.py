@@ -6,14 +6,15 @@ committed as if nothing had happened.
 A teacher is given up on for the rest of a round (`TeacherRound.given_up`) when
 
 - `CALLS_BEFORE_GIVING_UP` of its calls in a row failed this round, each past the retries it was
-  owed (a 401, 402 or 404 is never retried: it will not fix itself), or
-- it has never answered in this run and, `SECONDS_BEFORE_GIVING_UP` after its first failed
+  owed (a 401, 402, 403 or 404 is never retried: it will not fix itself), or
+- it has never answered in this run (this process) and, `SECONDS_BEFORE_GIVING_UP` after its first failed
   attempt, at least `ATTEMPTS_BEFORE_GIVING_UP` attempts have failed and none succeeded (a host
   that drops packets fails each attempt only at its connect timeout).
 
-Its other calls of the round are then not made (`not_tried`), and its failures, none of which the
-provider billed, are forgotten by the ledger rather than kept as failed calls, so that the next
-round, or the same command run again once the setup is fixed, asks for those images again. A
+Its other calls of the round are then not made (`not_tried`), and its failures since its last
+answer that the provider billed nothing for are forgotten by the ledger rather than kept as failed
+calls, so that the next round, or the same command run again once the setup is fixed, asks for
+those images again. A
 teacher that has answered before keeps every retry its config gives it for transient faults;
 only whole calls failing one after another give it up. A content refusal or a job the API
 failed is an answer about one prompt: it counts for nothing here.
