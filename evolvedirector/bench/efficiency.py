@@ -59,7 +59,7 @@ from evolvedirector.evaluation.stats import accuracy_intervals, format_rate, mea
 from evolvedirector.store import write_atomic
 from evolvedirector.worlds.shapes import grammar
 from evolvedirector.worlds.shapes.heldout import accuracy, heldout_prompts
-from evolvedirector.worlds.shapes.profiles import TEACHER_PROFILES, teacher_image
+from evolvedirector.worlds.shapes.profiles import TEACHER_PROFILES, own_outcomes, teacher_image
 from evolvedirector.worlds.shapes.render import render
 from evolvedirector.worlds.shapes.rules import is_correct
 
@@ -294,16 +294,7 @@ def selection_shares(store) -> dict[str, dict[str, float]]:
 def teacher_outcomes(prompts: list[str], draws: int = 20, size: int = 32) -> dict[str, dict[str, list[float]]]:
     """Each teacher's own held-out outcomes: teacher -> domain -> each prompt's share of `draws`
     images the rules call correct, prompts in the order an arm's outcomes keep them."""
-    out = {}
-    for name in TEACHERS:
-        profile = TEACHER_PROFILES[name]
-        shares: dict[str, list[float]] = {domain: [] for domain in grammar.DOMAINS}
-        for index, prompt in enumerate(prompts):
-            correct = sum(is_correct(prompt, teacher_image(profile, prompt, index * draws + draw, size))
-                          for draw in range(draws))
-            shares[grammar.parse(prompt).domain].append(correct / draws)
-        out[name] = {domain: values for domain, values in shares.items() if values}
-    return out
+    return {name: own_outcomes(TEACHER_PROFILES[name], prompts, draws, size) for name in TEACHERS}
 
 
 def teacher_intervals(outcomes: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, dict[str, float]]]:

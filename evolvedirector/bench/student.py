@@ -158,12 +158,11 @@ def student_bench(
 
     The last line is `student ceiling=<held-out mean> steps=<N> secs=<training seconds>`."""
     import os
+    import sys
 
     from rich.console import Console
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import sys
-
     console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
     out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="evolvedirector-bench-student-"))
     if (out / "evolve.db").exists():
@@ -175,6 +174,7 @@ def student_bench(
     import torch
 
     from evolvedirector.student import Student, from_pixels
+    from evolvedirector.student.transformer import count_parameters
     from evolvedirector.trainer import Trainer
     from evolvedirector.worlds.shapes.grammar import DOMAINS
     from evolvedirector.worlds.shapes.heldout import heldout_prompts
@@ -187,7 +187,7 @@ def student_bench(
     torch.manual_seed(seed)
     student = Student(config.student, size)
     trainer = Trainer(student, config.train, seed=seed, device=config.device, cache_dir=out / "features")
-    parameters = sum(p.numel() for p in student.model.parameters())
+    parameters = count_parameters(student.model)
     console.print(f"[bold]bench student[/bold]: {config.student.size} ({parameters / 1e6:.2f}M parameters), "
                   f"{steps} steps at batch {config.train.batch_size}, {len(prompts)} perfect training images, "
                   f"{heldout_per_domain} held-out prompts per domain ({draws} images each), "

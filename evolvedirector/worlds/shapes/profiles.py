@@ -40,3 +40,17 @@ def teacher_image(profile: TeacherProfile, prompt: str, seed: int, size: int) ->
     if rng.random() < profile.accuracy[domain]:
         return render(prompt, size, rng)
     return render_mistake(prompt, size, rng)
+
+
+def own_outcomes(profile: TeacherProfile, prompts: list[str], draws: int, size: int) -> dict[str, list[float]]:
+    """The teacher graded on its own images: domain -> each prompt's share of `draws` images (seeds
+    index x draws + draw) that the rules call correct, prompts in the order given. A teacher is
+    right by a coin per image, so one draw a prompt would be as noisy as the prompts."""
+    from evolvedirector.worlds.shapes.rules import is_correct
+
+    shares: dict[str, list[float]] = {}
+    for index, prompt in enumerate(prompts):
+        correct = sum(is_correct(prompt, teacher_image(profile, prompt, index * draws + draw, size))
+                      for draw in range(draws))
+        shares.setdefault(parse(prompt).domain, []).append(correct / draws)
+    return shares

@@ -15,7 +15,7 @@ import numpy as np
 from evolvedirector.worlds.base import OTHER, Accepted, Refused, World
 from evolvedirector.worlds.shapes import grammar
 from evolvedirector.worlds.shapes.heldout import accuracy, heldout_prompts
-from evolvedirector.worlds.shapes.profiles import TEACHER_PROFILES, teacher_image
+from evolvedirector.worlds.shapes.profiles import TEACHER_PROFILES, own_outcomes
 
 # No two prompts of the grammar differ only in case, so a lower-cased look-up is exact.
 CANONICAL_PROMPTS = {p.lower(): p for p in grammar.all_prompts()}
@@ -80,14 +80,14 @@ class ShapesWorld(World):
         return accuracy(prompts, images)
 
     def teachers_own(self, teachers: Sequence, draws: int = 10) -> dict[str, dict[str, float]]:
-        """The world's own teachers (backend shapes), each graded on `draws` images per held-out
-        prompt: their accuracy is a coin per image, so one draw each would be as noisy as the prompts."""
+        """The world's own teachers (backend shapes), each graded on `draws` of its images per
+        held-out prompt (`profiles.own_outcomes`)."""
         own = {}
         for teacher in teachers:
             profile = TEACHER_PROFILES.get(teacher.name)
             if teacher.backend != "shapes" or profile is None:
                 continue
-            prompts = [p for p in self.heldout for _ in range(draws)]
-            own[teacher.name] = accuracy(prompts, [teacher_image(profile, p, i, self.image_size)
-                                                   for i, p in enumerate(prompts)])
+            shares = own_outcomes(profile, self.heldout, draws, self.image_size)
+            rates = {domain: sum(values) / len(values) for domain, values in shares.items()}
+            own[teacher.name] = {**rates, "mean": sum(rates.values()) / len(rates)}
         return own
