@@ -38,14 +38,22 @@ def chat(chat_url: str) -> None:
     assert answer["choices"][0]["message"]["content"]
 
 
+def default_stop_signals() -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 class Server:
     """A server's command line as a child process; its stdout lines arrive on a queue (a blocking
     read must not outlive the deadline)."""
 
     def __init__(self, module: str, *args: str, stdin=subprocess.DEVNULL):
         self.started = time.monotonic()
+        # Started as a terminal starts it: a suite launched in the background of a script inherits
+        # SIGINT ignored, and a server keeps an ignored signal ignored (evolvedirector/testing/serve.py).
         self.process = subprocess.Popen([sys.executable, "-m", f"evolvedirector.testing.{module}", *args],
-                                        stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                        stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                        preexec_fn=default_stop_signals)
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=lambda: [self.lines.put(line) for line in self.process.stdout], daemon=True).start()
 
