@@ -124,6 +124,7 @@ def build_shapes(size: str, resolution: int | None) -> Shapes:
     from evolvedirector.student.image_space import PixelSpace
     from evolvedirector.student.sizes import get_size
     from evolvedirector.student.student import Student
+    from evolvedirector.student.transformer import count_parameters
     from evolvedirector.trainer.flops import training_flops
 
     spec = get_size(size)
@@ -144,7 +145,7 @@ def build_shapes(size: str, resolution: int | None) -> Shapes:
                                      channels=channels, image_tokens=tokens, text_tokens=text_tokens,
                                      caption_channels=caption_channels)
     return Shapes(size, spec, latent, resolution, grid, channels, tokens, text_tokens, caption_channels,
-                  sum(p.numel() for p in student.model.parameters()), flops_per_image, student)
+                  count_parameters(student.model), flops_per_image, student)
 
 
 def measure(shapes: Shapes, levers: Levers, steps: int, gradient_checkpointing: bool, precision: str,
