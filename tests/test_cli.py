@@ -7,7 +7,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from evolvedirector.cli import app
-from test_loop import tiny_config
+from tests.helpers import tiny_config
 
 runner = CliRunner()
 

@@ -58,7 +58,7 @@ def test_a_start_that_failed_before_buying_takes_the_corrected_config(tmp_path, 
     from typer.testing import CliRunner
 
     from evolvedirector.cli import app
-    from test_loop import tiny_config
+    from tests.helpers import tiny_config
 
     monkeypatch.delenv("CLI_ERRORS_UNSET_KEY", raising=False)
     broken = tiny_config(tmp_path / "run", max_rounds=0)

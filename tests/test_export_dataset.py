@@ -19,7 +19,7 @@ from evolvedirector.publish.cards import model_card
 from evolvedirector.publish.dataset import typed_first
 from evolvedirector.publish.facts import RunFacts
 from evolvedirector.store import ImageStore, NewSample, RoundRecord, Store
-from test_loop import tiny_config
+from tests.helpers import tiny_config
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # before `datasets` is imported: nothing is fetched
 REPO = Path(__file__).resolve().parents[1]

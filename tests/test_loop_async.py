@@ -11,7 +11,7 @@ from evolvedirector.config import parse_config
 from evolvedirector.loop import Evolution
 from evolvedirector.store import Store
 from evolvedirector.trainer import checkpoint as ckpt
-from test_loop import check_run_invariants, count, judging, kill_when, run_cli, tiny_config
+from tests.helpers import check_run_invariants, count, judging, kill_when, run_cli, tiny_config
 
 
 def async_config(out: Path, **budget) -> dict:

@@ -8,7 +8,7 @@ from rich.console import Console
 from evolvedirector.config import TeacherConfig, parse_config
 from evolvedirector.loop import Evolution
 from evolvedirector.worlds.shapes.world import ShapesWorld
-from tests.test_loop import tiny_config
+from tests.helpers import tiny_config
 
 
 def test_the_last_lines_show_the_student_beside_each_teacher(tmp_path):

@@ -20,7 +20,7 @@ from evolvedirector.config import parse_config
 from evolvedirector.loop import Evolution
 from evolvedirector.loop.run_lock import LOCK_FILE, RunFolderInUse, RunLock
 from evolvedirector.store import Store
-from test_loop import check_run_invariants, count, run_cli, tiny_config
+from tests.helpers import check_run_invariants, count, run_cli, tiny_config
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -16,7 +16,7 @@ from evolvedirector.cli import app
 from evolvedirector.config import ConfigError, parse_config
 from evolvedirector.loop import Evolution, tracking
 from evolvedirector.store import Store
-from test_loop import tiny_config
+from tests.helpers import tiny_config
 
 STEPS_PER_ROUND = 3  # tiny_config's train.steps_per_round
 STALE_LOSS = 99.0

@@ -18,7 +18,7 @@ from evolvedirector.store import Store
 from evolvedirector.testing.chat_server import OpenWorldChatServer
 from evolvedirector.worlds.shapes.chat_server import ShapesChatServer
 from test_director_openai import pairs
-from test_loop import tiny_config
+from tests.helpers import tiny_config
 
 runner = CliRunner()
 

@@ -4,7 +4,7 @@ from evolvedirector.config import parse_config
 from evolvedirector.worlds.shapes.chat_server import ShapesChatServer
 from evolvedirector.loop import Evolution
 from evolvedirector.store import Store
-from test_loop import check_run_invariants, tiny_config
+from tests.helpers import check_run_invariants, tiny_config
 
 KEY = "loop-test-key-5c0ffee"
 

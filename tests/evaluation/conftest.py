@@ -10,7 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from evolvedirector.cli import app
-from test_loop import tiny_config
+from tests.helpers import tiny_config
 
 
 @pytest.fixture(scope="session")

@@ -40,8 +40,8 @@ from evolvedirector.trainer import Trainer
 from evolvedirector.trainer.checkpoint import STATE, WEIGHTS
 from evolvedirector.worlds.shapes import grammar
 from evolvedirector.worlds.shapes.render import render, render_mistake
-from test_loop import check_run_invariants, tiny_config
 from tests.director.director_tiny_vlm import build_tiny_llava_next, build_tiny_qwen2_vl
+from tests.helpers import check_run_invariants, tiny_config
 from tests.trainer.helpers import make_run
 from tiny_models import build_tiny_sd_pipeline
 
