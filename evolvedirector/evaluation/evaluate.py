@@ -40,9 +40,9 @@ from evolvedirector.evaluation.frechet import (
 )
 from evolvedirector.evaluation.report import selection_table, write_report
 from evolvedirector.evaluation.stats import OUTCOMES, format_rate, outcome_rates
-from evolvedirector.loop.run_folder import NoStudentYet, load_latest_student
 from evolvedirector.store import ImageStore, Store, write_atomic
 from evolvedirector.store.db import parse_bucket
+from evolvedirector.student.latest import NoStudentYet, load_latest_student
 from evolvedirector.worlds import OTHER, World, build_world
 
 
@@ -87,8 +87,8 @@ async def buy_teacher_images(
     buckets: dict[str, tuple[int, int] | None],
 ) -> tuple[dict[str, list[str | None]], dict]:
     """{teacher: image hash or None per prompt}, through the ledger (reused when already paid for)."""
-    from evolvedirector.loop.acquire import TEACHER_SEED  # the loop's key, so training images are reused
     from evolvedirector.teachers import ImageRequest, Ledger, build_teacher
+    from evolvedirector.teachers.seeding import TEACHER_SEED  # the loop's key, so training images are reused
 
     calls, dollars = store.spend()
     ledger = Ledger.for_run(store, images, config.budget, max_new_calls=options.max_new_calls,

@@ -18,8 +18,7 @@ from evolvedirector.director import Director, select_best
 from evolvedirector.loop.console import progress_bar
 from evolvedirector.store import ImageStore, NewSample
 from evolvedirector.teachers import ImageRequest, Ledger, Teacher
-
-TEACHER_SEED = 0  # one teacher image per (teacher, prompt): a prompt seen again is never re-bought
+from evolvedirector.teachers.seeding import TEACHER_SEED
 
 
 @dataclass

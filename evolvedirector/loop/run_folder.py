@@ -6,26 +6,23 @@ runs/NAME/checkpoints/round-R/   the student after round R; `checkpoints/latest`
 runs/NAME/rounds/R/judged.png    what the director saw: student renders over teacher images
 ```
 
-A checkpoint is written to a temporary folder and renamed, so none is ever half-written; the
-round's row in the store is what makes it the run's (a crash between the two leaves a folder
-that the next save of that round replaces).
+A checkpoint is written to a temporary folder and renamed (trainer/checkpoint.py, published by
+store/folders.py), so none is ever half-written; the round's row in the store is what makes it
+the run's (a crash between the two leaves a folder that the next save of that round replaces).
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from evolvedirector.config import RunConfig, dump_config, load_config
-from evolvedirector.store import Sample, Store, write_atomic
-from evolvedirector.store.durable import fsync_tree, rename_durably
+from evolvedirector.store import Sample, write_atomic
+from evolvedirector.store.folders import point_latest
 from evolvedirector.store.images import png_bytes
-
-
-class NoStudentYet(ValueError):
-    """The run has not finished a round after its seed set, so there is no trained student."""
+# Re-exported for the callers that still import them from here (cli.py, tests/gpu/test_gpu_paths.py).
+from evolvedirector.student.latest import NoStudentYet, load_latest_student  # noqa: F401
 
 
 class RunFolderError(ValueError):
@@ -45,24 +42,20 @@ class RunFolder:
         return load_config(self.path / "config.yaml", overrides={"out": str(self.path)})
 
     def save_checkpoint(self, trainer, round: int, state: dict | None = None) -> str:
-        """The trainer's state (now, or a `Trainer.state()` taken earlier) as
-        checkpoints/round-RRRR; returns that path, relative to the run."""
+        """The trainer's state (now, or a `Trainer.state()` taken earlier) published as
+        checkpoints/round-RRRR, replacing one a crash left before its round committed; returns
+        that path, relative to the run."""
+        from evolvedirector.trainer import checkpoint  # torch: only when a run really trains
+
         relative = f"checkpoints/round-{round:04d}"
-        final = self.path / relative
-        tmp = self.path / "checkpoints" / f".tmp-round-{round:04d}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        trainer.save(tmp, state)
-        shutil.rmtree(final, ignore_errors=True)  # left by a crash between save and commit
-        fsync_tree(tmp)  # torch and safetensors do not fsync: a power cut could commit empty files
-        rename_durably(tmp, final)
+        checkpoint.save(trainer, self.path / relative, state)
         return relative
 
     def point_latest_at(self, checkpoint: str) -> None:
         """After the round's commit: `latest` names it, and older checkpoints go."""
-        write_atomic(self.path / "checkpoints" / "latest", (checkpoint + "\n").encode())
-        for folder in (self.path / "checkpoints").glob("round-*"):
-            if f"checkpoints/{folder.name}" != checkpoint:
-                shutil.rmtree(folder, ignore_errors=True)
+        older = [folder for folder in (self.path / "checkpoints").glob("round-*")
+                 if f"checkpoints/{folder.name}" != checkpoint]
+        point_latest(self.path / "checkpoints" / "latest", checkpoint, older)
 
     def save_round_grid(self, round: int, samples: list[Sample], renders, teacher_images) -> None:
         """rounds/R/judged.png: what the director saw, student on top, teacher below, per column."""
@@ -76,31 +69,6 @@ class RunFolder:
         write_atomic(folder / "judged.png", png_bytes(grid))
         lines = [f"{i}\t{s.id}\t{s.teacher}\t{s.prompt}" for i, s in enumerate(samples[:columns])]
         write_atomic(folder / "judged.tsv", ("column\tsample\tteacher\tprompt\n" + "\n".join(lines) + "\n").encode())
-
-
-def latest_checkpoint(store: Store) -> dict | None:
-    """The newest committed round that saved a checkpoint (its row), or None."""
-    return next((r for r in reversed(store.rounds()) if r["checkpoint"]), None)
-
-
-def load_latest_student(run_dir: Path, config: RunConfig, store: Store):
-    """(the run's student with its latest checkpoint's weights, that round's row), drawing on the
-    run's device: the EMA transformer and the VAE move there; text features are computed on the
-    CPU and moved, as in training."""
-    import torch
-
-    from evolvedirector.student import Student  # heavy: only once a student is really needed
-
-    row = latest_checkpoint(store)
-    if row is None:
-        raise NoStudentYet(f"{run_dir} has no trained student yet (no round after the seed set has finished)")
-    student = Student(config.student, config.world.image_size)
-    student.load_weights(Path(run_dir) / row["checkpoint"])
-    cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
-    if cuda:
-        student.ema_model.to("cuda")
-        student.space.to("cuda")
-    return student, row
 
 
 def _fit_square(image: np.ndarray, side: int) -> np.ndarray:

@@ -21,9 +21,10 @@ import sqlite3
 from pathlib import Path
 
 from evolvedirector.config import ConfigError, RunConfig, load_config
-from evolvedirector.loop.run_folder import RunFolder, RunFolderError, latest_checkpoint
+from evolvedirector.loop.run_folder import RunFolder, RunFolderError
 from evolvedirector.store import ImageStore, Store
 from evolvedirector.store.durable import TMP_PREFIX
+from evolvedirector.student.latest import latest_checkpoint
 
 STORE_FILE = "evolve.db"
 CONFIG_FILE = "config.yaml"
