@@ -42,6 +42,10 @@ def test_status_reports_rounds_set_verdicts_calls_and_spend(finished_run):
     assert result.exit_code == 0, result.output
     assert "rounds committed: 2 (last: 1)" in result.output
     assert "verdicts: 3" in result.output  # ceil(0.2 * 12) judged in round 1
+    [set_line] = [line for line in result.output.splitlines() if line.startswith("set size: ")]
+    [by_category] = [line for line in result.output.splitlines() if line.startswith("active set by category: ")]
+    counts = [int(part.split()[-1]) for part in by_category.removeprefix("active set by category: ").split(", ")]
+    assert counts == sorted(counts, reverse=True) and sum(counts) == int(set_line.split()[2])
     for teacher in ("atlas", "quill", "tally"):
         assert teacher in result.output
     assert "teacher calls:" in result.output and "spend: $" in result.output
@@ -87,13 +91,14 @@ def test_help_explains_every_command():
 
 
 def test_status_lists_teacher_faults(finished_run):
-    from evolvedirector.store import Store
+    from functools import partial
+
+    from evolvedirector.store import teacher_calls
+    from tests.ledger_writes import write_rows
 
     run_dir, _ = finished_run
-    store = Store(run_dir / "evolve.db")
-    store.count_fault("atlas", "timeout")
-    store.count_fault("atlas", "timeout")
-    store.close()
+    timeout = partial(teacher_calls.count_fault, teacher="atlas", kind="timeout")
+    write_rows(run_dir / "evolve.db", timeout, timeout)
     result = runner.invoke(app, ["status", str(run_dir)])
     assert result.exit_code == 0, result.output
     assert "teacher faults" in result.output and "atlas timeout 2" in result.output

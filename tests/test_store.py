@@ -1,12 +1,14 @@
 import asyncio
 import sqlite3
+from functools import partial
 
 import numpy as np
 import pytest
 
-from evolvedirector.store import BudgetExceeded, ImageStore, NewSample, RoundRecord, Store, VerdictRecord
-from evolvedirector.store.db import ledger_mark_sent
-from evolvedirector.teachers import ImageRequest, Ledger, ShapesTeacher, idempotency_key
+from evolvedirector.store import BudgetExceeded, ImageStore, NewSample, RoundRecord, Store, VerdictRecord, teacher_calls
+from evolvedirector.teachers import ImageRequest, Ledger, idempotency_key
+from evolvedirector.worlds.shapes.teacher import ShapesTeacher
+from tests.ledger_writes import write_rows
 
 
 @pytest.fixture
@@ -125,9 +127,11 @@ def test_ledger_reuses_paid_calls_and_finishes_pending_ones_without_paying_twice
     first = asyncio.run(Ledger(store, images).buy(teacher, wanted[:4], round=0))
     assert not any(p.reused for p in first)
     # A crash between handing a call to the teacher and recording its result leaves a pending row.
-    store.reserve_call(key=idempotency_key("tally", wanted[4]), teacher="tally", prompt=wanted[4].prompt,
-                       seed=0, size=32, cost=teacher.cost_per_image, round=0, max_calls=None, max_dollars=None)
-    ledger_mark_sent(store.conn, idempotency_key("tally", wanted[4]))
+    key = idempotency_key("tally", wanted[4])
+    write_rows(store.path,
+               partial(teacher_calls.reserve, key=key, teacher="tally", prompt=wanted[4].prompt, seed=0, size=32,
+                       cost=teacher.cost_per_image, round=0, max_calls=None, max_dollars=None),
+               partial(teacher_calls.mark_sent, key=key))
     again = asyncio.run(Ledger(store, images).buy(teacher, wanted, round=1))
     assert [p.reused for p in again] == [True] * 4 + [False, False]
     assert [p.image_hash for p in again[:4]] == [p.image_hash for p in first]
@@ -139,9 +143,9 @@ def test_ledger_reuses_paid_calls_and_finishes_pending_ones_without_paying_twice
 
 
 def test_budget_check_refuses_without_recording(store):
-    store.reserve_call(key="k1", teacher="atlas", prompt="p", seed=0, size=32, cost=0.5, round=0,
-                       max_calls=None, max_dollars=1.0)
+    reserve = partial(teacher_calls.reserve, teacher="atlas", seed=0, size=32, round=0, max_calls=None,
+                      max_dollars=1.0)
+    write_rows(store.path, partial(reserve, key="k1", prompt="p", cost=0.5))
     with pytest.raises(BudgetExceeded, match=r"\$1.00"):
-        store.reserve_call(key="k2", teacher="atlas", prompt="q", seed=0, size=32, cost=0.6, round=0,
-                           max_calls=None, max_dollars=1.0)
-    assert store.call("k2") is None
+        write_rows(store.path, partial(reserve, key="k2", prompt="q", cost=0.6))
+    assert store.calls.call("k1") is not None and store.calls.call("k2") is None

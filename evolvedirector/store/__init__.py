@@ -1,7 +1,7 @@
-"""The store: the dynamic dataset in SQLite and its images as content-addressed PNGs."""
+"""The store: the run's SQLite file (the dynamic dataset, the teacher-call ledger) and its images
+as content-addressed PNGs."""
 
 from evolvedirector.store.db import (
-    BudgetExceeded,
     NewSample,
     RefusalRecord,
     RoundRecord,
@@ -10,6 +10,7 @@ from evolvedirector.store.db import (
     VerdictRecord,
 )
 from evolvedirector.store.images import ImageStore, write_atomic
+from evolvedirector.store.teacher_calls import BudgetExceeded
 
 __all__ = [
     "BudgetExceeded", "ImageStore", "NewSample", "RefusalRecord", "RoundRecord", "Sample", "Store", "VerdictRecord",

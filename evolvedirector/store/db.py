@@ -1,4 +1,4 @@
-"""The dynamic dataset, its history and the teacher-call ledger, in one SQLite file.
+"""The run's SQLite file: the dynamic dataset and its history, the teacher-call ledger, the votes.
 
 These tables tell the whole story of a run:
 - `samples`: every prompt that ever entered the training set, with its category (`domain`: the
@@ -11,20 +11,9 @@ These tables tell the whole story of a run:
 - `refusals`: every prompt the director proposed that the world refused, with the reason.
 - `rounds`: one row per committed round, with its counts and metrics. A round exists once its
   row does; everything a round writes goes in with that row in a single transaction.
-- `teacher_calls`: the ledger. One row per idempotency key, written before the call is made
-  (status `pending`) and finished after (`done` or `failed`; or forgotten, the row deleted, when
-  its teacher could not be reached at all and billed nothing: teachers/health.py, so a later run
-  asks again). It commits on its own, outside any round, because money spent is spent even if
-  the round in progress is lost. A queue API's request id is written into the row as soon as the
-  API returns it, before polling, so a resumed run polls that id instead of paying for a new job.
-  `billed` says whether the row counts as spend: pending and done calls do, failed ones only when
-  the provider billed them anyway.
-  Earlier attempts under the same key count too, at `price` each: `remade`, calls in flight when
-  a run died that were made again on resume (possibly billed: the provider may have finished
-  them), and `rebought`, images whose files were lost and that were bought again (billed).
-  `sent` tells a call in flight (1: handed to the teacher) from one still waiting for a slot (0),
-  which a run that died never made; NULL in rows older than the column, counted as sent.
-- `teacher_faults`: how many faults of each kind (429, 5xx, timeout, ...) each teacher met.
+- `teacher_calls` and `teacher_faults`: the ledger, every teacher call with its price and
+  outcome, and the faults each teacher met. Its rows and their SQL are store/teacher_calls.py's
+  (`Store.calls`): they commit on their own, outside any round.
 - `director_failures`: per round, director calls that got no usable answer, by operation (judge:
   a student-teacher verdict, select, expand, mutate, categorize) and kind (auth, http_5xx,
   timeout, unparseable, ...; director/failures.py). An unusable verdict is counted here, never
@@ -50,6 +39,9 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from evolvedirector.store.buckets import bucket_text, parse_bucket  # noqa: F401  (parse_bucket: callers import it here)
+from evolvedirector.store.teacher_calls import TeacherCalls
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -163,18 +155,6 @@ ADDED_COLUMNS = (
 )
 
 
-def bucket_text(bucket: tuple[int, int] | None) -> str | None:
-    """(height, width) as stored: "768x1344" (height first, as the student's buckets are)."""
-    return None if bucket is None else f"{bucket[0]}x{bucket[1]}"
-
-
-def parse_bucket(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    height, width = text.split("x")
-    return int(height), int(width)
-
-
 @dataclass
 class NewSample:
     """A prompt entering the set in this round, with the teacher image it will train on."""
@@ -242,10 +222,6 @@ class Sample:
     bucket: str | None = None  # height x width as stored, e.g. "768x1344"; None: the square size
 
 
-class BudgetExceeded(Exception):
-    """A teacher call would take the run past its budget in calls or dollars."""
-
-
 class Store:
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -261,6 +237,7 @@ class Store:
         for table, column, declaration in ADDED_COLUMNS:
             if column not in {row["name"] for row in self.conn.execute(f"PRAGMA table_info({table})")}:
                 self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+        self.calls = TeacherCalls(self.conn)
 
     def close(self) -> None:
         self.conn.close()
@@ -332,6 +309,13 @@ class Store:
 
     def count_samples(self) -> int:
         return self.conn.execute("SELECT COUNT(*) AS n FROM samples").fetchone()["n"]
+
+    def domain_counts(self) -> dict[str, int]:
+        """Samples in the set now, per category, the largest first."""
+        rows = self.conn.execute(
+            "SELECT domain, COUNT(*) AS n FROM samples WHERE round_deleted IS NULL GROUP BY domain ORDER BY n DESC"
+        )
+        return {row["domain"]: row["n"] for row in rows}
 
     def refusal_counts(self) -> dict[str, dict[str, int]]:
         """reason -> operation -> how many proposals the world refused for it, over the whole run."""
@@ -440,55 +424,23 @@ class Store:
                 ),
             )
 
-    # -- the teacher-call ledger --------------------------------------------------------------
-    # Its writes are module functions over a connection (`ledger_reserve`, ...): these methods run
-    # each in its own transaction, and the Ledger's writer thread runs many in one (one fsync).
+    # -- the teacher-call ledger, for its readers (status, the loop, eval, the report) ---------------
+    # Its SQL is TeacherCalls' (store/teacher_calls.py), over this connection; the Ledger writes it.
 
     def call(self, key: str) -> dict | None:
-        row = self.conn.execute("SELECT * FROM teacher_calls WHERE key = ?", (key,)).fetchone()
-        return None if row is None else dict(row)
-
-    def pending_calls(self) -> list[dict]:
-        rows = self.conn.execute("SELECT * FROM teacher_calls WHERE status = 'pending' ORDER BY created_at").fetchall()
-        return [dict(row) for row in rows]
+        return self.calls.call(key)
 
     def spend(self) -> tuple[int, float]:
-        """(calls, dollars) committed so far. Pending calls count: they may have been paid."""
-        return ledger_spend(self.conn)
+        return self.calls.spend()
 
     def possibly_billed(self) -> tuple[int, float]:
-        """(calls, dollars) of `spend` that a provider may not have billed: calls in flight when a
-        run died, made again on resume (a provider that deduplicates by key bills them once)."""
-        calls, dollars = self.conn.execute(
-            "SELECT COALESCE(SUM(remade), 0), COALESCE(SUM(remade * COALESCE(price, 0)), 0) FROM teacher_calls"
-        ).fetchone()
-        return calls, dollars
+        return self.calls.possibly_billed()
 
     def spend_by_teacher(self) -> list[dict]:
-        """Per teacher: calls done, pending and failed, dollars spent and dollars possibly billed."""
-        rows = self.conn.execute(
-            f"SELECT teacher, SUM(status = 'done') AS done, SUM(status = 'pending') AS pending,"
-            f" SUM(status = 'failed') AS failed, {_DOLLARS} AS dollars,"
-            f" SUM(remade * COALESCE(price, 0)) AS possibly_billed FROM teacher_calls GROUP BY teacher ORDER BY teacher"
-        )
-        return [dict(row) for row in rows]
+        return self.calls.by_teacher()
 
-    def reserve_call(
-        self, *, key: str, teacher: str, prompt: str, seed: int, size: int, cost: float, round: int,
-        max_calls: int | None, max_dollars: float | None, bucket: tuple[int, int] | None = None,
-    ) -> None:
-        """Record a call as pending before it is made, if the budget allows it (see `ledger_reserve`)."""
-        with self._transaction():
-            ledger_reserve(self.conn, key=key, teacher=teacher, prompt=prompt, seed=seed, size=size, cost=cost,
-                           round=round, max_calls=max_calls, max_dollars=max_dollars, bucket=bucket)
-
-    def set_request_id(self, key: str, request_id: str) -> None:
-        with self._transaction():
-            ledger_set_request_id(self.conn, key, request_id)
-
-    def count_fault(self, teacher: str, kind: str) -> None:
-        with self._transaction():
-            ledger_count_fault(self.conn, teacher, kind)
+    def fault_counts(self) -> dict[str, dict[str, int]]:
+        return self.calls.fault_counts()
 
     # -- blind human preference (the A/B page) --------------------------------------------------
 
@@ -508,129 +460,6 @@ class Store:
     def votes(self) -> list[dict]:
         rows = self.conn.execute("SELECT * FROM ab_votes ORDER BY id").fetchall()
         return [dict(row) for row in rows]
-
-    def fault_counts(self) -> dict[str, dict[str, int]]:
-        """{teacher: {fault kind: count}}, for `evolvedirector status` and the report."""
-        counts: dict[str, dict[str, int]] = {}
-        for row in self.conn.execute("SELECT teacher, kind, count FROM teacher_faults ORDER BY teacher, kind"):
-            counts.setdefault(row["teacher"], {})[row["kind"]] = row["count"]
-        return counts
-
-
-# -- ledger writes, over any connection, inside a transaction the caller holds -----------------
-
-
-# Dollars of a group of rows: each billed row's cost, and every earlier attempt at its price.
-_DOLLARS = "COALESCE(SUM(CASE WHEN billed = 1 THEN cost ELSE 0 END + (remade + rebought) * COALESCE(price, 0)), 0)"
-
-
-def ledger_spend(conn: sqlite3.Connection) -> tuple[int, float]:
-    """(calls, dollars) that count against the budget: pending, done, and billed failures, and
-    every earlier attempt under their keys (made again after a crash, or bought again)."""
-    calls, dollars = conn.execute(
-        f"SELECT COALESCE(SUM(billed + remade + rebought), 0), {_DOLLARS} FROM teacher_calls"
-    ).fetchone()
-    return calls, dollars
-
-
-def _check_budget(conn: sqlite3.Connection, cost: float, max_calls: int | None, max_dollars: float | None) -> None:
-    """Raise BudgetExceeded if one more call at `cost` would pass a cap."""
-    calls, dollars = ledger_spend(conn)
-    if max_calls is not None and calls + 1 > max_calls:
-        raise BudgetExceeded(f"teacher-call budget of {max_calls} calls is spent")
-    if max_dollars is not None and dollars + cost > max_dollars + 1e-9:
-        raise BudgetExceeded(f"budget of ${max_dollars:.2f} is spent (${dollars:.2f} used)")
-
-
-def ledger_reserve(
-    conn: sqlite3.Connection, *, key: str, teacher: str, prompt: str, seed: int, size: int, cost: float,
-    round: int, max_calls: int | None, max_dollars: float | None, bucket: tuple[int, int] | None = None,
-) -> None:
-    """Insert a pending call if the budget allows it; raise BudgetExceeded, inserting nothing, if not.
-
-    The caller's transaction is immediate (it holds the write lock), so the budget check and the
-    insert see no other writer in between: two reservations can never both squeeze under the cap.
-    """
-    _check_budget(conn, cost, max_calls, max_dollars)
-    conn.execute(
-        "INSERT INTO teacher_calls (key, teacher, prompt, seed, size, bucket, status, cost, price, round, created_at,"
-        " sent) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, 0)",
-        (key, teacher, prompt, seed, size, bucket_text(bucket), cost, cost, round, time.time()),
-    )
-
-
-def ledger_remake(
-    conn: sqlite3.Connection, key: str, *, cost: float, max_calls: int | None, max_dollars: float | None,
-) -> None:
-    """Count a pending call's lost attempt (in flight when a run died) before it is made again:
-    the provider may have billed it, so it stays in the spend beside the new attempt."""
-    _check_budget(conn, cost, max_calls, max_dollars)
-    conn.execute(
-        "UPDATE teacher_calls SET remade = remade + 1, price = COALESCE(price, ?), sent = 0"
-        " WHERE key = ? AND status = 'pending'",
-        (cost, key),
-    )
-
-
-def ledger_mark_sent(conn: sqlite3.Connection, key: str) -> None:
-    """The call is about to be handed to the teacher: from now on a crash leaves it possibly billed."""
-    conn.execute("UPDATE teacher_calls SET sent = 1 WHERE key = ?", (key,))
-
-
-def ledger_rebuy(
-    conn: sqlite3.Connection, key: str, *, cost: float, max_calls: int | None, max_dollars: float | None,
-) -> None:
-    """Reopen a done call whose image file is gone, to buy it again: the lost purchase stays in
-    the spend (`rebought`) and the new one is pending at its full price."""
-    _check_budget(conn, cost, max_calls, max_dollars)
-    conn.execute(
-        "UPDATE teacher_calls SET rebought = rebought + 1, price = COALESCE(price, cost), status = 'pending',"
-        " cost = ?, billed = 1, image_hash = NULL, error = NULL, finished_at = NULL, request_id = NULL, sent = 0"
-        " WHERE key = ? AND status = 'done'",
-        (cost, key),
-    )
-
-
-def ledger_finish(
-    conn: sqlite3.Connection, key: str, *, image_hash: str | None = None, error: str | None = None,
-    billed: bool = False,
-) -> None:
-    """Record a call's outcome: an image (done, billed) or an error (failed; billed if the provider
-    charged it anyway, otherwise its cost drops to 0 and it leaves the budget)."""
-    status = "done" if error is None else "failed"
-    billed = status == "done" or billed
-    conn.execute(
-        "UPDATE teacher_calls SET status = ?, image_hash = ?, error = ?, finished_at = ?, billed = ?,"
-        " cost = CASE WHEN ? THEN cost ELSE 0 END WHERE key = ?",
-        (status, image_hash, error, time.time(), int(billed), int(billed), key),
-    )
-
-
-def ledger_forget(conn: sqlite3.Connection, key: str) -> None:
-    """Undo a call the provider made nothing of and billed nothing for, because its teacher could
-    not be reached (teachers/health.py): the next buy of the key calls again. A row with no
-    earlier attempt goes, as if never reserved; one with earlier attempts (spend) is pending
-    again, not sent. A done, billed or queued (request id) call is left as it is."""
-    undone = "key = ? AND request_id IS NULL AND (status = 'pending' OR (status = 'failed' AND billed = 0))"
-    conn.execute(f"DELETE FROM teacher_calls WHERE {undone} AND remade = 0 AND rebought = 0", (key,))
-    conn.execute(
-        "UPDATE teacher_calls SET status = 'pending', sent = 0, billed = 1, cost = COALESCE(price, cost),"
-        f" error = NULL, finished_at = NULL WHERE {undone}",
-        (key,),
-    )
-
-
-def ledger_set_request_id(conn: sqlite3.Connection, key: str, request_id: str) -> None:
-    """Remember a queue API's id for a pending call, before polling it (crash-safe)."""
-    conn.execute("UPDATE teacher_calls SET request_id = ? WHERE key = ? AND status = 'pending'", (request_id, key))
-
-
-def ledger_count_fault(conn: sqlite3.Connection, teacher: str, kind: str) -> None:
-    conn.execute(
-        "INSERT INTO teacher_faults (teacher, kind, count) VALUES (?, ?, 1)"
-        " ON CONFLICT (teacher, kind) DO UPDATE SET count = count + 1",
-        (teacher, kind),
-    )
 
 
 class _Transaction:

@@ -9,7 +9,7 @@ For each request the ledger looks up its idempotency key in the store:
   job that polling gave up on). A queue API's job is collected by its stored request id, never
   submitted again. Without one, the call is made again. If the dead run had handed it to the
   teacher (`sent`, written once a slot is free, before the call), that attempt may have been
-  billed: it stays in the spend as possibly billed (`Store.possibly_billed`) beside the new one.
+  billed: it stays in the spend as possibly billed (`TeacherCalls.possibly_billed`) beside the new one.
 - absent: reserve it (budget checked and the row written in one transaction), then call.
 
 The provider gets the key too (`CallContext.key`, an Idempotency-Key header over HTTP): one that
@@ -22,7 +22,7 @@ at once is bought once, and the second asker reuses the image.
 
 Money: a row counts as spend while pending and once done; a failed call counts only when the
 provider billed it anyway (its result was lost after the API accepted the work). Every fault a
-teacher meets is counted per teacher and kind in the store (`Store.fault_counts`).
+teacher meets is counted per teacher and kind in the store (`TeacherCalls.fault_counts`).
 
 Health: each teacher's calls of a round are watched (`teachers/health.py`); a teacher that keeps
 failing is given up on for the round: its calls still to come are not made (`not_tried`), and
@@ -31,7 +31,8 @@ failed, so that the round, run again once the teacher answers, buys them after a
 `round_health(round)` tells the loop who failed; `forget_failures` forgets the failures of a
 round the loop will not commit.
 
-Writes go through a `LedgerWriter` (one thread, many writes per commit) and images are written
+The rows and their SQL are store/teacher_calls.py's: the ledger reads them through `store.calls`
+and writes them through a `LedgerWriter` (one thread, many writes per commit); images are written
 in worker threads, so the event loop keeps every call in flight while the disk syncs.
 """
 
@@ -43,11 +44,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 
-from evolvedirector.store import BudgetExceeded, ImageStore, Store
-from evolvedirector.store.db import (
-    ledger_count_fault, ledger_finish, ledger_forget, ledger_mark_sent, ledger_rebuy, ledger_remake, ledger_reserve,
-    ledger_set_request_id, parse_bucket,
-)
+from evolvedirector.store import BudgetExceeded, ImageStore, Store, teacher_calls
+from evolvedirector.store.buckets import parse_bucket
 from evolvedirector.teachers.base import CallContext, ImageRequest, ImageResult, Teacher, idempotency_key
 from evolvedirector.teachers.faults import NOT_TRIED
 from evolvedirector.teachers.health import ANSWERS, TeacherRound
@@ -95,7 +93,7 @@ class Ledger:
         """The ledger of every command that buys for a run: the run's budget (`budget.max_teacher_calls`,
         `budget.max_dollars`) caps the run's whole spend, whichever command adds to it; a command's
         own caps on what it adds (`eval --max-calls / --max-dollars`) can only lower that."""
-        calls, dollars = store.spend()
+        calls, dollars = store.calls.spend()
         max_calls = _lowest(budget.max_teacher_calls, None if max_new_calls is None else calls + max_new_calls)
         max_dollars = _lowest(budget.max_dollars, None if max_new_dollars is None else dollars + max_new_dollars)
         return cls(store, images, max_calls=max_calls, max_dollars=max_dollars)
@@ -107,7 +105,7 @@ class Ledger:
     async def settle_pending(self, teachers: dict[str, Teacher]) -> int:
         """Finish the calls a crash left pending, under their own keys; one the dead run had sent,
         and that has no request id to collect, is made again (its lost attempt possibly billed)."""
-        pending = [row for row in self.store.pending_calls() if row["teacher"] in teachers]
+        pending = [row for row in self.store.calls.pending() if row["teacher"] in teachers]
         async with self._writing():
             await asyncio.gather(*(
                 self._buy_one(teachers[row["teacher"]], ImageRequest(
@@ -122,7 +120,7 @@ class Ledger:
         key = idempotency_key(teacher.name, request)
         health = self._health_of(teacher.name, round)
         async with self._one_at_a_time(key):
-            row = self.store.call(key)
+            row = self.store.calls.call(key)
             if row is not None and row["status"] == "done" and row["image_hash"] in self.images:
                 return Purchase(teacher.name, request, row["image_hash"], reused=True)
             if row is not None and row["status"] == "failed":
@@ -134,12 +132,12 @@ class Ledger:
             if row is None:
                 # Reserved (budget checked, row on disk) while waiting for a slot, so that a freed
                 # slot has only `sent` to write before its call.
-                write = partial(ledger_reserve, key=key, teacher=teacher.name, prompt=request.prompt,
+                write = partial(teacher_calls.reserve, key=key, teacher=teacher.name, prompt=request.prompt,
                                 seed=request.seed, size=request.size, round=round, bucket=request.bucket, **budget)
             elif row["status"] == "done":  # paid for, but its file is gone
-                write = partial(ledger_rebuy, key=key, **budget)
+                write = partial(teacher_calls.rebuy, key=key, **budget)
             elif row["request_id"] is None and row["sent"] != 0:  # in flight when a run died: made again
-                write = partial(ledger_remake, key=key, **budget)
+                write = partial(teacher_calls.remake, key=key, **budget)
             else:  # a queued job, collected by its id, or a call the dead run never made: nothing new to pay
                 write = None
             if write is not None:
@@ -154,10 +152,10 @@ class Ledger:
                 if (reason := health.check()) is not None:  # given up on while this call waited for a slot
                     health.not_tried += 1
                     if row is None or row["request_id"] is None:  # a queued job stays the provider's, pending
-                        await self._writer.run(partial(ledger_forget, key=key))
+                        await self._writer.run(partial(teacher_calls.forget, key=key))
                     return Purchase(teacher.name, request, None, error=f"{NOT_TRIED}: {reason}")
                 if row is None or row["request_id"] is None:  # on disk before the teacher may bill it
-                    await self._writer.run(partial(ledger_mark_sent, key=key))
+                    await self._writer.run(partial(teacher_calls.mark_sent, key=key))
                 result = await self._call(teacher, request, key, row["request_id"] if row else None,
                                           sent_key=provider_key(key, rebought), health=health)
                 successes = health.succeeded  # a failure with none after it is in the teacher's failing streak
@@ -168,12 +166,12 @@ class Ledger:
         writer = self._writer
 
         async def on_submitted(new_id: str) -> None:
-            await writer.run(partial(ledger_set_request_id, key=key, request_id=new_id))
+            await writer.run(partial(teacher_calls.set_request_id, key=key, request_id=new_id))
 
         def on_fault(kind: str) -> None:
             # Not awaited: a count need not be on disk before the retry; the FIFO queue commits it
             # no later than this call's result.
-            writer.submit(partial(ledger_count_fault, teacher=teacher.name, kind=kind))
+            writer.submit(partial(teacher_calls.count_fault, teacher=teacher.name, kind=kind))
             health.attempt_failed(kind)
             self._forget_if_given_up(health)
 
@@ -207,16 +205,16 @@ class Ledger:
         if result.error is None and result.image is not None:
             # The image is on disk (atomically) before the row that names it says `done`.
             image_hash = await self._writer.put_image(self.images, result.image)
-            await self._writer.run(partial(ledger_finish, key=key, image_hash=image_hash))
+            await self._writer.run(partial(teacher_calls.finish, key=key, image_hash=image_hash))
             return Purchase(teacher.name, request, image_hash)
         error = result.error or "no image returned"
         if result.retry_later:  # the row stays pending: the provider still holds the job
             return Purchase(teacher.name, request, None, error=error)
         forgettable = not result.billed and _kind_of(result) not in ANSWERS
         if forgettable and health.given_up is not None:
-            await self._writer.run(partial(ledger_forget, key=key))
+            await self._writer.run(partial(teacher_calls.forget, key=key))
         else:
-            await self._writer.run(partial(ledger_finish, key=key, error=error, billed=result.billed))
+            await self._writer.run(partial(teacher_calls.finish, key=key, error=error, billed=result.billed))
             if forgettable and health.succeeded == successes:  # no success since: forgotten if it is given up on
                 health.forgettable.append(key)
                 self._forget_if_given_up(health)
@@ -238,7 +236,7 @@ class Ledger:
                 health.forgettable = []
         if keys:
             async with self._writing():
-                await asyncio.gather(*(self._writer.run(partial(ledger_forget, key=key)) for key in keys))
+                await asyncio.gather(*(self._writer.run(partial(teacher_calls.forget, key=key)) for key in keys))
 
     def _health_of(self, teacher: str, round: int) -> TeacherRound:
         health = self._health.setdefault((teacher, round), TeacherRound(teacher, round))
@@ -251,7 +249,7 @@ class Ledger:
         if health.given_up is None or not health.forgettable or self._writer is None:
             return
         for key in health.forgettable:
-            self._writer.submit(partial(ledger_forget, key=key))
+            self._writer.submit(partial(teacher_calls.forget, key=key))
         health.forgettable = []
 
     # -- concurrency ----------------------------------------------------------------------------
@@ -319,8 +317,8 @@ def provider_key(key: str, rebought: int) -> str:
 def describe_spend(store: Store) -> str:
     """The run's spend as `status`, the report and a resumed run show it: "$X", and what part of
     it a provider may not have billed."""
-    text = f"${store.spend()[1]:.2f}"
-    possible_calls, possible_dollars = store.possibly_billed()
+    text = f"${store.calls.spend()[1]:.2f}"
+    possible_calls, possible_dollars = store.calls.possibly_billed()
     if possible_calls:
         text += (f" (of which up to ${possible_dollars:.2f} possibly billed: {possible_calls} calls in flight"
                  " when a run died, made again on resume)")

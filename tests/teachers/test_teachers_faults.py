@@ -8,10 +8,13 @@ polling that gives up (the call stays pending and is collected later, never resu
 
 import asyncio
 import time
+from functools import partial
 
 import pytest
 
+from evolvedirector.store import teacher_calls
 from evolvedirector.teachers import ImageRequest, Ledger, idempotency_key
+from tests.ledger_writes import write_rows
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -157,9 +160,10 @@ def test_a_job_the_api_no_longer_knows_is_a_billed_failure(api, store, images, q
     request = ImageRequest("a red circle", 0, 32)
     key = idempotency_key("qu", request)
     # A call left pending by a crash, with an id the API has never heard of (404 on its status).
-    store.reserve_call(key=key, teacher="qu", prompt=request.prompt, seed=0, size=32, cost=0.02, round=0,
-                       max_calls=None, max_dollars=None)
-    store.set_request_id(key, "expired-job")
+    write_rows(store.path,
+               partial(teacher_calls.reserve, key=key, teacher="qu", prompt=request.prompt, seed=0, size=32,
+                       cost=0.02, round=0, max_calls=None, max_dollars=None),
+               partial(teacher_calls.set_request_id, key=key, request_id="expired-job"))
     asyncio.run(Ledger(store, images).settle_pending({"qu": teacher}))
     row = store.call(key)
     assert row["status"] == "failed" and row["billed"] == 1 and "HTTP 404" in row["error"]

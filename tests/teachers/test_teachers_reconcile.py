@@ -3,22 +3,25 @@ as possibly billed, a lost image bought again is billed at its price, every gene
 the ledger's key, and the budget covers all of it."""
 
 import asyncio
+from functools import partial
 
 import httpx
 import pytest
 
-from evolvedirector.store.db import ledger_mark_sent
+from evolvedirector.store import teacher_calls
 from evolvedirector.teachers import ImageRequest, Ledger, idempotency_key
+from tests.ledger_writes import write_rows
 
 REQUEST = ImageRequest("a red circle", 0, 32)
 
 
 def reserve_as_a_dead_run_did(store, key: str, sent: bool = True) -> None:
     """The row a run that died left: reserved, and handed to the teacher or still waiting for a slot."""
-    store.reserve_call(key=key, teacher="oa", prompt=REQUEST.prompt, seed=0, size=32, cost=0.04, round=0,
-                       max_calls=None, max_dollars=None)
+    writes = [partial(teacher_calls.reserve, key=key, teacher="oa", prompt=REQUEST.prompt, seed=0, size=32,
+                      cost=0.04, round=0, max_calls=None, max_dollars=None)]
     if sent:
-        ledger_mark_sent(store.conn, key)
+        writes.append(partial(teacher_calls.mark_sent, key=key))
+    write_rows(store.path, *writes)
 
 
 @pytest.mark.parametrize("honour", [False, True])
