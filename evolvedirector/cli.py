@@ -194,11 +194,9 @@ def status(run_dir: Path = typer.Argument(..., help="a run folder")) -> None:
     verdicts = store.verdict_counts()
     console.print(f"verdicts: {sum(verdicts.values())} (teacher won {verdicts.get('teacher', 0)}, "
                   f"student won {verdicts.get('student', 0)})")
-    categories = store.conn.execute(
-        "SELECT domain, COUNT(*) AS n FROM samples WHERE round_deleted IS NULL GROUP BY domain ORDER BY n DESC"
-    ).fetchall()
+    categories = store.domain_counts()
     if categories:
-        console.print("active set by category: " + ", ".join(f"{r['domain']} {r['n']}" for r in categories))
+        console.print("active set by category: " + ", ".join(f"{domain} {n}" for domain, n in categories.items()))
     refusals = store.refusal_counts()
     if refusals:
         console.print(f"proposals refused: {sum(sum(ops.values()) for ops in refusals.values())} (" + "; ".join(
@@ -308,6 +306,7 @@ def export(
     from evolvedirector.publish.facts import RunFacts
     from evolvedirector.store.folders import refuse_to_overwrite
     from evolvedirector.student.export import export_student
+    from evolvedirector.student.transformer import count_parameters
 
     try:
         refuse_to_overwrite(out)
@@ -319,8 +318,7 @@ def export(
         facts = RunFacts.read(run_dir, store, row["round"])
     finally:
         store.close()
-    parameters = sum(p.numel() for p in student.ema_model.parameters())
-    export_student(student, out, card=model_card(facts, parameters=parameters))
+    export_student(student, out, card=model_card(facts, parameters=count_parameters(student.ema_model)))
     console.print(f"exported {row['checkpoint']} of {run_dir} to {out}")
 
 
@@ -368,6 +366,7 @@ def convert_pth(
     The file is read with weights_only=True: one that holds Python objects is refused."""
     from evolvedirector.student.convert import read_checkpoint, transformer_from_official
     from evolvedirector.student.sizes import get_size
+    from evolvedirector.student.transformer import count_parameters
 
     try:
         state = read_checkpoint(checkpoint, ema=ema)
@@ -376,7 +375,7 @@ def convert_pth(
     except (ValueError, KeyError, FileNotFoundError) as error:
         _fail(str(error))
     model.save_pretrained(out)
-    console.print(f"wrote {out} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters)")
+    console.print(f"wrote {out} ({count_parameters(model) / 1e6:.1f}M parameters)")
 
 
 @app.command("eval")
