@@ -120,7 +120,7 @@ def test_expansions_go_to_the_teacher_the_director_selects_most_in_their_domain(
 
 
 def test_every_refused_proposal_and_every_empty_expansion_is_stored_with_its_reason(tmp_path, monkeypatch):
-    from evolvedirector.loop.round import NO_PROMPT
+    from evolvedirector.loop.stages import NO_PROMPT
     from evolvedirector.worlds.shapes.director import ShapesDirector
 
     async def expand_nothing_or_garbage(self, prompt, n):

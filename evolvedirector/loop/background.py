@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
+from evolvedirector.loop.training import Trained
+
 STEPS_AT_ONCE = 1 << 40  # train_on_samples runs until a request or a new version stops it
 
 
@@ -33,10 +35,7 @@ STEPS_AT_ONCE = 1 << 40  # train_on_samples runs until a request or a new versio
 class Captured:
     state: dict  # Trainer.state(copied=True): what the round's checkpoint holds
     student: object  # a Student that draws with the captured EMA weights
-    step: int
-    loss: float | None  # mean loss of the steps since the previous capture
-    steps: int  # steps trained since the previous capture
-    train_seconds: float  # time inside those steps
+    trained: Trained  # the step now; the mean loss, steps and seconds of those since the previous capture
 
 
 def frozen_copy(student):
@@ -139,8 +138,9 @@ class BackgroundTrainer:
             losses, self._losses = self._losses, []
             self._captured_at = (self.trainer.step, self.trainer.train_seconds)
             self._capture.set_result(Captured(
-                state=self.trainer.state(copied=True), student=frozen_copy(self.student), step=self.trainer.step,
-                loss=sum(losses) / len(losses) if losses else None, steps=self.trainer.step - step,
-                train_seconds=self.trainer.train_seconds - seconds,
+                state=self.trainer.state(copied=True), student=frozen_copy(self.student), trained=Trained(
+                    step=self.trainer.step, loss=sum(losses) / len(losses) if losses else None,
+                    steps=self.trainer.step - step, train_seconds=self.trainer.train_seconds - seconds,
+                ),
             ))
             self._capture = None

@@ -57,6 +57,17 @@ def print_round(console: Console, s: RoundSummary, categories: tuple[str, ...], 
     )
 
 
+def show_beside_teachers(console: Console, store, world, teachers: list) -> None:
+    """In a graded world, the last graded round's held-out accuracy beside each teacher's own
+    (`teachers`: the run's teacher configs)."""
+    graded = [r for r in store.rounds() if r["metrics"].get("accuracy")]
+    if not world.graded or not graded:
+        return
+    per_category = len(world.heldout) // max(1, len(world.categories))
+    print_beside_teachers(console, graded[-1]["metrics"]["accuracy"], world.teachers_own(teachers),
+                          world.categories, per_category, graded[-1]["round"])
+
+
 def print_beside_teachers(console: Console, student: dict, teachers: dict[str, dict[str, float]],
                           categories: tuple[str, ...], per_category: int, at_round: int) -> None:
     """The run's last lines: the student's held-out accuracy per category beside each teacher's own

@@ -108,6 +108,15 @@ def plan_line(config: RunConfig, first_round: int, measured: Measured, set_size:
             f"{minutes(total)} on this machine ({measuredly})")
 
 
+def first_line(config: RunConfig, round: int, world, store, trainer, student) -> tuple[str, list[float]]:
+    """The plan line of a run whose next round is `round`, and its round_estimates (for time_left)."""
+    heldout = len(world.heldout) if world.graded else 0
+    set_size = len(store.active_samples()) or config.evolve.seed_prompts
+    measured = measure(trainer, student, prompts=max(heldout, 1))
+    estimates = round_estimates(config, round, measured, set_size, heldout)
+    return plan_line(config, round, measured, set_size, heldout), estimates
+
+
 def time_left(config: RunConfig, round: int, durations: list[float], estimates: list[float] | None = None) -> str:
     """', about 2.5 min left' after `round`; '' when the run has no round limit or none timed.
     Without `estimates`: the mean of the rounds timed so far times the rounds left. With the plan's

@@ -20,6 +20,8 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+from rich.console import Console
+
 from evolvedirector.config import ConfigError, RunConfig, load_config
 from evolvedirector.loop.run_folder import RunFolder, RunFolderError
 from evolvedirector.store import ImageStore, Store
@@ -95,6 +97,25 @@ def check_store_needs(run_dir: Path, store: Store, images: ImageStore) -> None:
             f"{images.root}" + (f", and {len(missing) - 1} more of the active set's" if len(missing) > 1 else "")
             + "; restore the images or choose another --out"
         )
+
+
+def open_run_folder(folder: RunFolder, config: RunConfig, console: Console) -> tuple[Store, ImageStore]:
+    """A writer's store and images: a damaged, foreign or emptied folder refused, the config saved,
+    and what a killed run left tidied (each thing done shown in a note)."""
+    store = None
+    try:
+        check_run_folder(folder.path)
+        folder.save_config(config)
+        store = Store(folder.path / STORE_FILE)
+        images = ImageStore(folder.path / "images")
+        check_store_needs(folder.path, store, images)
+    except BaseException:
+        if store is not None:
+            store.close()
+        raise
+    for done in tidy_leftovers(folder, store):
+        console.print(f"note: {done}", highlight=False)
+    return store, images
 
 
 def tidy_leftovers(folder: RunFolder, store: Store) -> list[str]:
