@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -38,29 +39,42 @@ def ledger_rows(db: Path, *extra: str) -> list[tuple]:
         conn.close()
 
 
+@contextmanager
+def worker_killed_at_the_end(tmp_path: Path, api: FakeImageAPI, backend: str):
+    """The worker buying a batch of CALLS calls from `api`, SIGKILLed when the block ends: the
+    block waits for the state to kill it in."""
+    child = subprocess.Popen([sys.executable, str(WORKER), str(tmp_path), api.url, str(CALLS), backend],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == -signal.SIGKILL, "the batch finished before it could be killed"
+
+
+def wait_until(condition, deadline: float) -> None:
+    """Left as soon as `condition()` holds (a state the batch reached, never a delay after one),
+    or at `deadline`, set long for a slow, busy machine."""
+    while time.monotonic() < deadline and not condition():
+        time.sleep(0.02)
+
+
+def done_calls(db: Path) -> int:
+    return sum(status == "done" for _, status, _ in ledger_rows(db))
+
+
 def test_kill_9_mid_batch_then_resume_pays_each_image_once(tmp_path):
     db = tmp_path / "evolve.db"
     with FakeImageAPI(latency=0.4) as api:
-        child = subprocess.Popen([sys.executable, str(WORKER), str(tmp_path), api.url, str(CALLS)],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            deadline = time.monotonic() + 90  # left as soon as it holds; long for a slow, busy machine
-            while time.monotonic() < deadline:
-                rows = ledger_rows(db)
-                done = sum(status == "done" for _, status, _ in rows)
-                polling = sum(status == "pending" and rid is not None for _, status, rid in rows)
-                if done >= 6 and polling >= 2:
-                    break
-                time.sleep(0.02)
-            os.kill(child.pid, signal.SIGKILL)
-            child.wait(timeout=10)
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
-            child.stdout.close()
-            child.stderr.close()
-        assert child.returncode == -signal.SIGKILL, "the batch finished before it could be killed"
+        def polled() -> int:
+            return sum(status == "pending" and rid is not None for _, status, rid in ledger_rows(db))
+
+        with worker_killed_at_the_end(tmp_path, api, "queue"):
+            wait_until(lambda: done_calls(db) >= 6 and polled() >= 2, time.monotonic() + 90)
 
         at_kill = ledger_rows(db, "sent")
         ids_at_kill = {key: rid for key, _, rid, _ in at_kill if rid is not None}
@@ -103,28 +117,19 @@ def kill_mid_batch(tmp_path: Path, api: FakeImageAPI, backend: str) -> list[tupl
     is recorded done; release them then: the API makes and bills them, as a provider finishes what
     it was sent. The rows at the kill."""
     db = tmp_path / "evolve.db"
-    child = subprocess.Popen([sys.executable, str(WORKER), str(tmp_path), api.url, str(CALLS), backend],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def sent_unfinished() -> int:
         return sum(status == "pending" and sent for _, status, _, sent in ledger_rows(db, "sent"))
 
+    deadline = time.monotonic() + 90
     try:
-        deadline = time.monotonic() + 90  # left as soon as it holds; long for a slow, busy machine
-        while time.monotonic() < deadline and sum(s == "done" for _, s, _ in ledger_rows(db)) < 6:
-            time.sleep(0.02)
-        api.hold()
-        # A call answered just before the hold may still be on its way to `done`: wait for it too.
-        while time.monotonic() < deadline and not (api.held >= SLOTS and sent_unfinished() <= api.held):
-            time.sleep(0.02)
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=10)
+        with worker_killed_at_the_end(tmp_path, api, backend):
+            wait_until(lambda: done_calls(db) >= 6, deadline)
+            api.hold()
+            # A call answered just before the hold may still be on its way to `done`: wait for it too.
+            wait_until(lambda: api.held >= SLOTS and sent_unfinished() <= api.held, deadline)
     finally:
         api.release()
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    assert child.returncode == -signal.SIGKILL, "the batch finished before it could be killed"
     return ledger_rows(db, "sent")
 
 
