@@ -273,7 +273,7 @@ def test_a_start_removes_temporary_files_and_points_latest_at_the_store(run_dir,
 
 def test_commits_fsync_the_files_and_the_folder_that_names_them(tmp_path, monkeypatch):
     from evolvedirector.store import write_atomic
-    from evolvedirector.trainer.checkpoint import publish
+    from evolvedirector.store.folders import point_latest, publish_folder
 
     synced = []
     real_fsync = os.fsync
@@ -287,7 +287,8 @@ def test_commits_fsync_the_files_and_the_folder_that_names_them(tmp_path, monkey
     (tmp / "transformer").mkdir(parents=True)
     (tmp / "transformer" / "weights.safetensors").write_bytes(b"w" * 100)
     (tmp / "trainer_state.pt").write_bytes(b"s" * 100)
-    publish(tmp, tmp_path / "ckpt", "step-00000004")
+    publish_folder(tmp, tmp_path / "ckpt" / "step-00000004")
+    point_latest(tmp_path / "ckpt" / "latest", "step-00000004")
     ckpt, tmp = (tmp_path / "ckpt").resolve(), tmp.resolve()
     renamed = synced.index(ckpt)  # the folder that holds the checkpoint's new name, after the rename
     assert set(synced[:renamed]) == {tmp / "trainer_state.pt", tmp / "transformer" / "weights.safetensors",

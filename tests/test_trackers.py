@@ -201,7 +201,7 @@ def test_the_trainer_logs_each_step_when_its_loss_is_read_in_bursts(tmp_path):
 
 
 def test_the_standalone_trainer_logs_its_steps_as_a_run_of_its_own_across_a_resume(tmp_path):
-    from evolvedirector.trainer.launch import main as launch
+    from evolvedirector.launch import main as launch
     from tests.trainer.helpers import make_run
 
     run = make_run(tmp_path / "run")

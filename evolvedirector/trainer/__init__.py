@@ -1,6 +1,6 @@
 """The trainer: an explicit training loop on accelerate, with checkpoints that resume exactly,
-a feature cache, aspect-bucket batches, model-FLOP counting, and a multi-process launcher
-(`python -m evolvedirector.trainer.launch`, under `accelerate launch`).
+a feature cache, aspect-bucket batches and model-FLOP counting. Its multi-process launcher is
+`python -m evolvedirector.launch` (under `accelerate launch`), a command beside cli.py.
 
 `Trainer` loads torch, accelerate and diffusers, so it is imported on first use.
 """

@@ -1,4 +1,4 @@
-"""What a trainer checkpoint is on disk, and the one pointer that names the latest.
+"""What a trainer checkpoint is on disk, and how a trainer writes and reads one.
 
 ```
 step-00000400/
@@ -11,21 +11,32 @@ latest                "step-00000400": the checkpoint to resume from
 
 Weights are full (not sharded) tensors, so a checkpoint resumes on any number of processes;
 `trainer_state.pt` is read with `weights_only=True`, so a checkpoint can never run code. A
-checkpoint is written to a temporary folder and renamed into place; the pointer is written
-atomically after it: a crash leaves the previous checkpoint and pointer, never half of one.
+checkpoint is written to a temporary folder and published into place (store/folders.py); the
+pointer is written atomically after it: a crash leaves the previous checkpoint and pointer,
+never half of one.
+
+`capture` takes what a checkpoint holds from a trainer, `write` puts it in a folder, `save`
+writes and publishes one (the trainer's `step-N` here, a run's `checkpoints/round-R` in
+loop/run_folder.py, which points its own `latest` once the round commits), `save_checkpoint`
+adds the pointer; `load` and `resume` read one back. Every process calls them (gathering and
+sharding state are collective); the main process writes.
 """
 
 from __future__ import annotations
 
+import copy
 import random
 import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate.utils import gather_object
 from safetensors.torch import load_file, save_file
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_model_state_dict, set_state_dict
 
-from evolvedirector.store.durable import fsync_tree, rename_durably, write_atomic
+from evolvedirector.store.durable import TMP_PREFIX
+from evolvedirector.store.folders import point_latest, publish_folder
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"  # diffusers' file name, so `from_pretrained` reads it
 STATE = "trainer_state.pt"
@@ -88,17 +99,91 @@ def checkpoint_name(step: int) -> str:
     return f"step-{step:08d}"
 
 
-def publish(tmp: Path, root: Path, name: str, keep: int = 2) -> Path:
-    """Rename a finished checkpoint folder into place, point `latest` at it, prune old ones."""
-    final = Path(root) / name
-    shutil.rmtree(final, ignore_errors=True)  # left by a crash between rename and pointer
-    fsync_tree(tmp)  # torch and safetensors do not fsync: a power cut could publish empty files
-    rename_durably(Path(tmp), final)
-    write_atomic(Path(root) / POINTER, (name + "\n").encode())
-    for old in sorted(Path(root).glob("step-*"))[:-keep] if keep else []:
-        if old.name != name:
-            shutil.rmtree(old, ignore_errors=True)
-    return final
+def capture(trainer, copied: bool = False) -> dict:
+    """What a checkpoint holds: weights, EMA, optimizer, schedule, step, set version, RNG
+    (collective). `copied`: cloned, so that training on does not change it (a snapshot that
+    another thread writes while this one trains)."""
+    model_state, optimizer_state = get_state_dict(
+        trainer.model, trainer.raw_optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+    )
+    rng = gather_object([rng_state()]) if trainer.accelerator.num_processes > 1 else [rng_state()]
+    state = {"model": model_state, "ema": trainer.ema_state(model_state), "optimizer": optimizer_state,
+             "schedule": trainer.schedule.state_dict(), "step": trainer.step, "version": trainer.version, "rng": rng}
+    return copy.deepcopy(state) if copied else state
+
+
+def write(trainer, folder: Path, state: dict | None = None) -> None:
+    """Write a checkpoint to `folder`: the trainer as it is now, or a `capture` taken earlier."""
+    if state is None:
+        state = capture(trainer)
+    if trainer.is_main:
+        folder = Path(folder)
+        unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+        write_model_folder(unwrapped, state["model"], folder / "transformer")
+        write_model_folder(unwrapped, state["ema"], folder / "transformer_ema")
+        torch.save({"format": 2, "seed": trainer.seed, **{key: state[key] for key in
+                    ("step", "version", "optimizer", "schedule", "rng")}}, folder / STATE)
+    trainer.accelerator.wait_for_everyone()
+
+
+def save(trainer, final: Path, state: dict | None = None) -> None:
+    """`write` into a temporary folder beside `final`, then publish it as `final`."""
+    final = Path(final)
+    tmp = final.parent / f"{TMP_PREFIX}{final.name}"
+    if trainer.is_main:
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a crash mid-save
+    trainer.accelerator.wait_for_everyone()
+    write(trainer, tmp, state)
+    if trainer.is_main:
+        publish_folder(tmp, final)
+    trainer.accelerator.wait_for_everyone()
+
+
+def save_checkpoint(trainer, root: Path, keep: int = 2) -> Path:
+    """Save `root/step-N`, point `root/latest` at it, and keep the `keep` newest (0: all)."""
+    root = Path(root)
+    name = checkpoint_name(trainer.step)
+    save(trainer, root / name)
+    if trainer.is_main:
+        older = sorted(root.glob("step-*"))[:-keep] if keep else []
+        point_latest(root / POINTER, name, [old for old in older if old.name != name])
+    trainer.accelerator.wait_for_everyone()
+    return root / name
+
+
+def load(trainer, folder: Path) -> None:
+    """Restore weights, EMA, optimizer, schedule, step, set version and RNG from `folder`."""
+    folder = Path(folder)
+    state = read_state(folder)
+    model_state = read_model_state(folder / "transformer")
+    ema_state = read_model_state(folder / "transformer_ema")
+    options = StateDictOptions(full_state_dict=True)
+    if trainer.fsdp:
+        # Shard the EMA exactly as the parameters: load it as the model, copy the shards out.
+        set_model_state_dict(trainer.model, ema_state, options=options)
+        with torch.no_grad():
+            torch._foreach_copy_(trainer.ema.shadows, [p.detach() for p in trainer.model.parameters()])
+    else:
+        trainer.student.ema_model.load_state_dict(ema_state)
+    set_state_dict(trainer.model, trainer.raw_optimizer, model_state_dict=model_state,
+                   optim_state_dict=state["optimizer"], options=options)
+    trainer.schedule.load_state_dict(state["schedule"])
+    trainer.step = int(state["step"])
+    trainer.version = state["version"]
+    # Global RNG (nothing in a step draws from it, but a student with dropout would): restored
+    # when the checkpoint had as many processes, each from its own.
+    if len(state["rng"]) == trainer.accelerator.num_processes:
+        set_rng_state(state["rng"][trainer.rank])
+    trainer.sync_ema()
+
+
+def resume(trainer, root: Path) -> bool:
+    """Load the checkpoint `root/latest` names, if there is one."""
+    folder = latest(root)
+    if folder is None:
+        return False
+    load(trainer, folder)
+    return True
 
 
 def latest(root: Path) -> Path | None:

@@ -235,6 +235,16 @@ class ImageFeatures:
         self._pixels = FeatureCache(None, memory_bytes=cache.memory_bytes)  # pixels: memory only
         self._sizes: dict[str, tuple[int, int]] = {}  # content-addressed, so a size never changes
 
+    @classmethod
+    def for_student(cls, images: ImageStore, cache: FeatureCache, student) -> ImageFeatures:
+        """The features `student` trains on: its VAE's latents when it has one, else pixels."""
+        space = getattr(student, "space", None)
+        vae = getattr(space, "vae", None)
+        if vae is None:
+            return cls(images, cache, encode=None)
+        return cls(images, cache, encode=student.encode_images,
+                   identity=module_identity(vae, getattr(space, "scale", None)))
+
     def image_size(self, digest: str) -> tuple[int, int]:
         """(height, width) from the PNG header, without decoding the image."""
         if digest not in self._sizes:

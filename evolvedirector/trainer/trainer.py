@@ -11,7 +11,7 @@ Speed levers, each a `Trainer` argument whose default is right for the device (`
 always was), the EMA as one foreach op, and no host sync inside the step (`sync_every`): on CUDA
 the step copies its inputs from pinned memory without waiting and returns its loss as a device
 tensor, which `_train` reads to the host every `sync_every` steps (on a CPU, where waiting costs
-nothing, every step), so the GPU runs ahead of Python.
+nothing, every step), so the GPU runs ahead of Python (timing.py).
 
 Experiment trackers (`log_with`, started by the caller with `accelerator.init_trackers`): each
 step's loss and learning rate are logged when the loss is read, at the optimizer step's number
@@ -23,19 +23,16 @@ step[, rank]) alone, so the step is the whole data position. The set is agreed a
 `train_on_samples`: the main process's version is broadcast, so every process switches to the
 same version at the same step. A caller that follows a live set (loop/background.py, `launch
 --follow`) passes `until`: asked before each step on the main process, its answer broadcast, so
-every process leaves at the same step boundary, to come back with the newer version. Only the
-main process writes checkpoints.
+every process leaves at the same step boundary, to come back with the newer version.
+Checkpoints, which only the main process writes, are checkpoint.py's.
 
 `train_seconds` sums the host time spent inside training steps (what `bench loop` calls busy).
 """
 
 from __future__ import annotations
 
-import copy
 import itertools
-import shutil
 import threading
-import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -44,16 +41,17 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, DistributedType
-from accelerate.utils import broadcast_object_list, gather_object
+from accelerate.utils import broadcast_object_list
 from diffusers.optimization import get_constant_schedule_with_warmup
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_model_state_dict, set_state_dict
 
 from evolvedirector.store.images import ImageStore
 from evolvedirector.student.buckets import buckets_at
 from evolvedirector.student.student import to_device
 from evolvedirector.trainer import checkpoint as ckpt
-from evolvedirector.trainer.features import CachedTextEncoder, FeatureCache, ImageFeatures, module_identity
+from evolvedirector.trainer import timing
+from evolvedirector.trainer.features import CachedTextEncoder, FeatureCache, ImageFeatures
 from evolvedirector.trainer.sampling import BucketBatchSampler, seed_for
+from evolvedirector.trainer.timing import SYNC_EVERY_CUDA, LossReader
 
 
 @dataclass
@@ -69,9 +67,6 @@ class TrainingSet:
     weights: list[float] | None = None  # each sample's relative chance of being drawn (None: equal)
 
 
-SYNC_EVERY_CUDA = 20  # steps between two reads of the loss on a GPU: one host sync per 20 steps
-
-
 def build_optimizer(model: torch.nn.Module, config, fused: bool = False) -> torch.optim.Optimizer:
     """AdamW; `fused`: one fused kernel per step for all parameters (the parameters must be on a
     device with fused kernels by the first step). Not fused, torch picks as it always has: foreach
@@ -81,34 +76,38 @@ def build_optimizer(model: torch.nn.Module, config, fused: bool = False) -> torc
                              **extra)
 
 
-class LossReader:
-    """The losses of steps not yet read, left on the device until `every` of them are waiting;
-    then one read (one host sync) brings them all, and `on_step` is called for each in step order.
-    `total` and `count` sum what has been read, as Python floats in step order (the same sum as
-    reading each step's loss at once)."""
+def build_accelerator(config, device: str, log_with: Sequence[str] = (), logging_dir: Path | None = None
+                      ) -> Accelerator:
+    """The run's devices and processes: the CPU or the GPUs (`device`), mixed precision from the
+    config, and the distributed strategy from `accelerate launch` (FSDP only as version 2)."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: cuda was asked for, but torch sees no CUDA GPU (torch.cuda.is_available() is "
+                         "False); set device: auto or cpu")
+    accelerator = Accelerator(
+        cpu=device == "cpu" or (device == "auto" and not torch.cuda.is_available()),
+        mixed_precision=config.mixed_precision,
+        log_with=list(log_with) or None,
+        project_dir=logging_dir,
+    )
+    if accelerator.distributed_type == DistributedType.FSDP:
+        if not accelerator.is_fsdp2:
+            raise ValueError("FSDP needs fsdp_version: 2 in the accelerate config (the trainer's EMA and "
+                             "checkpoints read parameters as DTensors)")
+        # `accelerate launch --use_fsdp` turns cpu_ram_efficient_loading on by default: a path for
+        # Transformers models that re-broadcasts rank 0's weights by parameter name and fails on a
+        # diffusers model's root-level parameter (PixArt's scale_shift_table). Nothing is gained
+        # here: every process builds the same student from the same seed or checkpoint.
+        accelerator.state.fsdp_plugin.cpu_ram_efficient_loading = False
+    return accelerator
 
-    def __init__(self, every: int = 1, on_step: Callable[[float], None] | None = None):
-        if every < 1:
-            raise ValueError(f"sync_every must be >= 1, got {every}")
-        self.every, self.on_step = every, on_step
-        self.pending: list[torch.Tensor] = []
-        self.total, self.count = 0.0, 0
 
-    def add(self, loss: torch.Tensor) -> None:
-        self.pending.append(loss)
-        if len(self.pending) >= self.every:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        values = torch.stack(self.pending).tolist() if len(self.pending) > 1 else [self.pending[0].item()]
-        self.pending = []
-        for value in values:
-            self.total += value
-            self.count += 1
-            if self.on_step is not None:
-                self.on_step(value)
+def from_main(accelerator: Accelerator, payload):
+    """The main process's `payload`, on every process (collective)."""
+    if accelerator.num_processes == 1:
+        return payload
+    box = [payload if accelerator.is_main_process else None]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
 
 
 class EMA:
@@ -161,34 +160,17 @@ class Trainer:
         SYNC_EVERY_CUDA steps on a GPU) are speed levers (see the module's docstring);
         `foreach_ema=False` only serves to measure the foreach EMA. `log_with`: accelerate's
         tracker names, writing local files under `logging_dir`."""
-        if device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device: cuda was asked for, but torch sees no CUDA GPU (torch.cuda.is_available() is "
-                             "False); set device: auto or cpu")
         self.student = student
         self.config = config
         self.seed = seed
-        self.accelerator = Accelerator(
-            cpu=device == "cpu" or (device == "auto" and not torch.cuda.is_available()),
-            mixed_precision=config.mixed_precision,
-            log_with=list(log_with) or None,
-            project_dir=logging_dir,
-        )
+        self.accelerator = build_accelerator(config, device, log_with, logging_dir)
         self.fsdp = self.accelerator.distributed_type == DistributedType.FSDP
-        if self.fsdp and not self.accelerator.is_fsdp2:
-            raise ValueError("FSDP needs fsdp_version: 2 in the accelerate config (the trainer's EMA and "
-                             "checkpoints read parameters as DTensors)")
-        if self.fsdp:
-            # `accelerate launch --use_fsdp` turns cpu_ram_efficient_loading on by default: a path for
-            # Transformers models that re-broadcasts rank 0's weights by parameter name and fails on a
-            # diffusers model's root-level parameter (PixArt's scale_shift_table). Nothing is gained
-            # here: every process builds the same student from the same seed or checkpoint.
-            self.accelerator.state.fsdp_plugin.cpu_ram_efficient_loading = False
         # Features: text states (and VAE latents) cached on disk beside the run; pixels in memory.
         self.features = FeatureCache(cache_dir)
         if not isinstance(student.text, CachedTextEncoder):
             student.text = CachedTextEncoder(student.text, self.features)
         self.image_store = images
-        self.image_features = None if images is None else self._image_features(images)
+        self.image_features = None if images is None else ImageFeatures.for_student(images, self.features, student)
         self.buckets()  # a bad bucket table fails here, not at the first step
         self._check_low_res()
         if config.gradient_checkpointing:
@@ -300,7 +282,7 @@ class Trainer:
         if self.image_features is None:
             raise ValueError("Trainer was built without an image store; pass images=ImageStore(...)")
         rows = [(s.id, s.prompt, s.image_hash, s.domain) for s in samples]
-        version, rows = self._from_main((version, rows))
+        version, rows = from_main(self.accelerator, (version, rows))
         if not rows:
             raise ValueError(f"set version {version} is empty: nothing to train on")
         hashes = [h for _, _, h, _ in rows]
@@ -322,7 +304,7 @@ class Trainer:
         losses = self.loss_reader(self._logging_steps(on_step))
         done = 0
         for _ in range(steps):
-            if until is not None and self._from_main(until() if self.is_main else None):
+            if until is not None and from_main(self.accelerator, until() if self.is_main else None):
                 break
             started = time.perf_counter()
             # This process's slice of the step's global batch, all of one shape.
@@ -388,134 +370,33 @@ class Trainer:
         self.ema.update(self.step)
         return self.accelerator.reduce(loss.detach(), reduction="mean")
 
+    # -- timing and checkpoints: their own modules (timing.py, checkpoint.py), called from here --
+
     def time_step(self, repeats: int = 3, at_least: float = 0.0, step: int | None = None) -> float:
-        """Seconds of one step's forward and backward at the run's batch size: the median of
-        `repeats` or more, as many as `at_least` seconds take, after one warm-up. On placeholder
-        data (empty captions, blank images of the first bucket at the size optimizer step `step`
-        trains at, default the next); weights, optimizer, EMA and step count are untouched and the
-        gradients dropped, so a run that measures this computes what it would have without."""
-        height, width = self.training_size(self.buckets()[0], step)
-        x = torch.zeros(self.config.batch_size, self.student.channels, *self.student.grid_shape(height, width))
-        prompts = [""] * len(x)
-        was_training = self.model.training
-        self.model.train()
-        seconds: list[float] = []
-        while len(seconds) < repeats + 1 or (sum(seconds[1:]) < at_least and len(seconds) < 200):
-            started = time.perf_counter()
-            loss = self.student.loss(self.model, to_device(x, self.device), prompts, torch.Generator().manual_seed(0),
-                                     0.0)
-            self.accelerator.backward(loss)
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            seconds.append(time.perf_counter() - started)
-        self.model.train(was_training)
-        return statistics.median(seconds[1:])
-
-    # -- checkpoints -----------------------------------------------------------------------
-
-    def save(self, folder: Path, state: dict | None = None) -> None:
-        """Write a checkpoint to `folder` (see `checkpoint.py`): the trainer as it is now, or a
-        `state()` taken earlier. Every process calls it (gathering sharded state is collective);
-        the main process writes."""
-        if state is None:
-            state = self.state()
-        if self.is_main:
-            folder = Path(folder)
-            unwrapped = self.accelerator.unwrap_model(self.model)
-            ckpt.write_model_folder(unwrapped, state["model"], folder / "transformer")
-            ckpt.write_model_folder(unwrapped, state["ema"], folder / "transformer_ema")
-            torch.save({"format": 2, "seed": self.seed, **{key: state[key] for key in
-                        ("step", "version", "optimizer", "schedule", "rng")}}, folder / ckpt.STATE)
-        self.accelerator.wait_for_everyone()
+        return timing.time_step(self, repeats, at_least, step)
 
     def state(self, copied: bool = False) -> dict:
-        """What a checkpoint holds: weights, EMA, optimizer, schedule, step, set version, RNG
-        (collective). `copied`: cloned, so that training on does not change it (a snapshot that
-        another thread writes while this one trains)."""
-        model_state, optimizer_state = get_state_dict(
-            self.model, self.raw_optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
-        )
-        rng = gather_object([ckpt.rng_state()]) if self.accelerator.num_processes > 1 else [ckpt.rng_state()]
-        state = {"model": model_state, "ema": self._ema_state(model_state), "optimizer": optimizer_state,
-                 "schedule": self.schedule.state_dict(), "step": self.step, "version": self.version, "rng": rng}
-        return copy.deepcopy(state) if copied else state
+        return ckpt.capture(self, copied)
+
+    def save(self, folder: Path, state: dict | None = None) -> None:
+        ckpt.write(self, folder, state)
 
     def load(self, folder: Path) -> None:
-        """Restore weights, EMA, optimizer, schedule, step, set version and RNG from `folder`."""
-        folder = Path(folder)
-        state = ckpt.read_state(folder)
-        model_state = ckpt.read_model_state(folder / "transformer")
-        ema_state = ckpt.read_model_state(folder / "transformer_ema")
-        options = StateDictOptions(full_state_dict=True)
-        if self.fsdp:
-            # Shard the EMA exactly as the parameters: load it as the model, copy the shards out.
-            set_model_state_dict(self.model, ema_state, options=options)
-            with torch.no_grad():
-                torch._foreach_copy_(self.ema.shadows, [p.detach() for p in self.model.parameters()])
-        else:
-            self.student.ema_model.load_state_dict(ema_state)
-        set_state_dict(self.model, self.raw_optimizer, model_state_dict=model_state,
-                       optim_state_dict=state["optimizer"], options=options)
-        self.schedule.load_state_dict(state["schedule"])
-        self.step = int(state["step"])
-        self.version = state["version"]
-        # Global RNG (nothing in a step draws from it, but a student with dropout would): restored
-        # when the checkpoint had as many processes, each from its own.
-        if len(state["rng"]) == self.accelerator.num_processes:
-            ckpt.set_rng_state(state["rng"][self.rank])
-        if self.fsdp:
-            self.sync_ema()
-
-    def save_checkpoint(self, root: Path, keep: int = 2) -> Path:
-        """Save `root/step-N` (temporary folder, then rename) and point `root/latest` at it."""
-        root = Path(root)
-        name = ckpt.checkpoint_name(self.step)
-        tmp = root / f".tmp-{name}"
-        if self.is_main:
-            shutil.rmtree(tmp, ignore_errors=True)  # left by a crash mid-save
-        self.accelerator.wait_for_everyone()
-        self.save(tmp)
-        if self.is_main:
-            ckpt.publish(tmp, root, name, keep=keep)
-        self.accelerator.wait_for_everyone()
-        return root / name
-
-    def resume(self, root: Path) -> bool:
-        """Load the checkpoint `root/latest` names, if there is one."""
-        folder = ckpt.latest(root)
-        if folder is None:
-            return False
-        self.load(folder)
-        return True
+        ckpt.load(self, folder)
 
     # -- the pieces ------------------------------------------------------------------------
 
     def sync_ema(self) -> None:
         """Under FSDP, gather the sharded EMA into `student.ema_model` (collective)."""
         if self.fsdp:
-            self.student.ema_model.load_state_dict(self._ema_state(None), strict=False)
+            self.student.ema_model.load_state_dict(self.ema_state(), strict=False)
 
-    def _ema_state(self, model_state: dict | None) -> dict[str, torch.Tensor]:
+    def ema_state(self, model_state: dict | None = None) -> dict[str, torch.Tensor]:
+        """The EMA weights as one full state dict (gathered from the shards under FSDP, with the
+        buffers of `model_state`)."""
         if not self.fsdp:
             return self.student.ema_model.state_dict()
         names = [name for name, _ in self.accelerator.unwrap_model(self.model).named_parameters()]
         state = dict(model_state or {})  # buffers come from the model
         state.update({name: s.full_tensor().cpu() for name, s in zip(names, self.ema.shadows)})
         return state
-
-    def _from_main(self, payload):
-        """The main process's `payload`, on every process."""
-        if self.accelerator.num_processes == 1:
-            return payload
-        box = [payload if self.is_main else None]
-        broadcast_object_list(box, from_process=0)
-        return box[0]
-
-    def _image_features(self, images: ImageStore) -> ImageFeatures:
-        space = getattr(self.student, "space", None)
-        vae = getattr(space, "vae", None)
-        if vae is None:
-            return ImageFeatures(images, self.features, encode=None)
-        return ImageFeatures(images, self.features, encode=self.student.encode_images,
-                             identity=module_identity(vae, getattr(space, "scale", None)))

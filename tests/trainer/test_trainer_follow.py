@@ -21,7 +21,7 @@ def start_following(run: Path, out: Path, steps: int) -> subprocess.Popen:
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
         "--main_process_port", str(free_port()),
-        "-m", "evolvedirector.trainer.launch", str(run), "--out", str(out), "--batch-log", str(out / "log"),
+        "-m", "evolvedirector.launch", str(run), "--out", str(out), "--batch-log", str(out / "log"),
         "--steps", str(steps), "--chunk", "2", "--follow",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "HF_HOME": str(out.parent / "hf-home")}

@@ -1,11 +1,11 @@
-"""One standalone trainer (`python -m evolvedirector.trainer.launch`) per checkpoint folder."""
+"""One standalone trainer (`python -m evolvedirector.launch`) per checkpoint folder."""
 
 import pytest
 
 
 def test_a_second_standalone_trainer_on_one_checkpoint_folder_is_refused(tmp_path):
     from evolvedirector.loop.run_lock import RunLock
-    from evolvedirector.trainer.launch import main as launch
+    from evolvedirector.launch import main as launch
     from tests.trainer.helpers import make_run
 
     run = make_run(tmp_path / "run")

@@ -14,7 +14,8 @@ from evolvedirector.cli import app
 from evolvedirector.config import StudentConfig, TrainConfig
 from evolvedirector.student import Student
 from evolvedirector.trainer import Trainer
-from evolvedirector.trainer.trainer import EMA, SYNC_EVERY_CUDA, LossReader, compile_student
+from evolvedirector.trainer.timing import SYNC_EVERY_CUDA, LossReader
+from evolvedirector.trainer.trainer import EMA, compile_student
 
 PROMPTS = ["a red circle on the left", "two blue squares", "the letter A in red"] * 2
 

@@ -18,6 +18,7 @@ from evolvedirector.store import ImageStore, NewSample, RoundRecord, Store
 from evolvedirector.student.buckets import buckets_at, nearest_bucket
 from evolvedirector.student import Student, TextEncoder
 from evolvedirector.trainer import Trainer
+from evolvedirector.trainer import checkpoint
 from evolvedirector.trainer.checkpoint import STATE, WEIGHTS
 from tests.trainer.helpers import make_run
 
@@ -81,10 +82,10 @@ def test_one_process_resume_is_exact_and_the_test_can_tell(run, text_encoder, tm
 
     stopped = build(run, text_encoder)
     train_versions(stopped, run, 4)
-    stopped.save_checkpoint(tmp_path / "ckpt")
+    checkpoint.save_checkpoint(stopped, tmp_path / "ckpt")
     del stopped
     resumed = build(run, text_encoder)
-    assert resumed.resume(tmp_path / "ckpt") and resumed.step == 4 and resumed.version == 1
+    assert checkpoint.resume(resumed, tmp_path / "ckpt") and resumed.step == 4 and resumed.version == 1
     train_versions(resumed, run, 6)
     assert_same(weights(resumed), expected)
     # The optimizer's moments came back too, not just the weights.
@@ -93,7 +94,7 @@ def test_one_process_resume_is_exact_and_the_test_can_tell(run, text_encoder, tm
 
     # The comparison is sharp: a resume that loses the optimizer state, or another seed, differs.
     forgetful = build(run, text_encoder)
-    forgetful.resume(tmp_path / "ckpt")
+    checkpoint.resume(forgetful, tmp_path / "ckpt")
     forgetful.raw_optimizer.state.clear()
     train_versions(forgetful, run, 6)
     assert differs(weights(forgetful), expected)
@@ -105,10 +106,15 @@ def test_one_process_resume_is_exact_and_the_test_can_tell(run, text_encoder, tm
 def test_checkpoint_pointer_names_a_whole_checkpoint(run, text_encoder, tmp_path):
     trainer = build(run, text_encoder)
     root = tmp_path / "ckpt"
-    assert not trainer.resume(root)  # nothing yet: a fresh start
+    assert not checkpoint.resume(trainer, root)  # nothing yet: a fresh start
+    # What a kill mid-save leaves (a temporary folder), and one between the rename and the pointer.
+    for left in (root / ".tmp-step-00000002", root / "step-00000002"):
+        left.mkdir(parents=True)
+        (left / "half.bin").write_bytes(b"half of a file")
     for _ in range(3):
         train_versions(trainer, run, trainer.step + 2)
-        trainer.save_checkpoint(root, keep=2)
+        checkpoint.save_checkpoint(trainer, root, keep=2)
+        assert not any(root.glob("*/half.bin")) and not any(root.glob(".tmp-*"))  # replaced, never merged into
     assert (root / "latest").read_text().strip() == "step-00000006"
     assert sorted(p.name for p in root.iterdir()) == ["latest", "step-00000004", "step-00000006"]
     state = torch.load(root / "step-00000006" / STATE, weights_only=True)
@@ -116,7 +122,7 @@ def test_checkpoint_pointer_names_a_whole_checkpoint(run, text_encoder, tmp_path
     # A pointer to a folder that is not a checkpoint is an error naming both, not a fresh start.
     (root / "latest").write_text("step-00000099\n")
     with pytest.raises(FileNotFoundError, match="step-00000099"):
-        trainer.resume(root)
+        checkpoint.resume(trainer, root)
 
 
 def test_multi_aspect_batches_share_one_shape(tmp_path, text_encoder):
@@ -194,7 +200,7 @@ def launch(run: Path, out: Path, *extra: str) -> None:
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
         "--main_process_port", str(free_port()),
-        "-m", "evolvedirector.trainer.launch", str(run), "--out", str(out), "--batch-log", str(out / "log"), *extra,
+        "-m", "evolvedirector.launch", str(run), "--out", str(out), "--batch-log", str(out / "log"), *extra,
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
            "HF_HOME": str(out.parent / "hf-home")}  # no user accelerate config can change the launch

@@ -1,7 +1,7 @@
 """Train a run's student on its dynamic set, on one process or many:
 
     accelerate launch [accelerate's flags: --multi_gpu, --use_fsdp --fsdp_version 2, --num_machines ...] \\
-        -m evolvedirector.trainer.launch RUN_DIR --steps N
+        -m evolvedirector.launch RUN_DIR --steps N
 
 The set is read from RUN_DIR's store (by the main process only; the others receive it) at chunk
 boundaries, every `train.steps_per_round` steps: chunk k trains on version min(k, last committed
@@ -21,6 +21,9 @@ switches follow the loop's timing, not the interrupted run's.
 
 The main process holds the checkpoint folder's lock (`OUT/.lock`, as a run folder's) while it
 trains: a second launch on the same folder is refused, naming the holder.
+
+A command like cli.py, and beside it: it puts the trainer together with the loop's run lock and
+trackers, which the trainer itself never imports (the loop is the layer above it).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m evolvedirector.trainer.launch", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m evolvedirector.launch", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, help="a run folder (config.yaml, evolve.db, images/)")
     parser.add_argument("--steps", type=int, required=True, help="train until this global step")
@@ -55,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     from evolvedirector.loop.run_lock import RunFolderInUse, RunLock
     from evolvedirector.store import ImageStore, Store
     from evolvedirector.student import Student
+    from evolvedirector.trainer import checkpoint
     from evolvedirector.trainer.trainer import Trainer
 
     run_dir = args.run_dir
@@ -85,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.batch_log is not None:
         trainer.batch_log = []
     store = Store(run_dir / "evolve.db") if trainer.is_main else None  # one reader; the rest are told
-    if trainer.resume(out) and trainer.is_main:
+    if checkpoint.resume(trainer, out) and trainer.is_main:
         print(f"resumed from {out / 'latest'}: step {trainer.step}", flush=True)
     if config.log_with:
         # A run of its own beside the loop's (it retraces the set's history from step 0): loss and
@@ -112,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         loss = trainer.train_on_samples(samples, steps, version=version, until=newer if args.follow else None)
         if trainer.step % chunk and trainer.step < args.steps:
             continue  # left mid-chunk for a newer version; the checkpoint waits for the chunk's end
-        trainer.save_checkpoint(out)
+        checkpoint.save_checkpoint(trainer, out)
         if trainer.is_main:
             print(f"step {trainer.step} | set version {trainer.version} | loss {loss:.4f}", flush=True)
 
