@@ -29,11 +29,16 @@ CENTRE_JITTER = 0.04  # with an rng, centres move by up to this much...
 SIZE_JITTER = 0.10  # ...and sizes scale by up to this fraction
 _MAX_ATTEMPTS = 100  # redraws of a scene the pixel grid spoiled; one or two are ever needed
 
-# Unjittered count layouts; every pair of boxes (s = 0.10) keeps a gap of at least 0.05.
-FIXED_COUNT_LAYOUTS: dict[int, tuple[tuple[float, float], ...]] = {
+# Count layouts: the objects' centres before jitter, as every other domain has its anchors. With
+# s = 0.10 every pair of boxes keeps a gap of at least 0.05. Three sit in a triangle, not a row: a
+# row's 0.3 spacing leaves no gap once both sizes grow 10 % and both centres move 0.04 together.
+# Scattering the objects at random places instead (WORLD.md allows any layout that keeps the gap)
+# made counts the one domain the student could not learn: 0.04 held-out on perfect images after
+# 4000 steps, against 0.62 with these layouts (bench student, README "The recipe study").
+COUNT_LAYOUTS: dict[int, tuple[tuple[float, float], ...]] = {
     1: ((0.5, 0.5),),
     2: ((0.3, 0.5), (0.7, 0.5)),
-    3: ((0.2, 0.5), (0.5, 0.5), (0.8, 0.5)),
+    3: ((0.3, 0.3), (0.7, 0.3), (0.5, 0.7)),
     4: ((0.3, 0.3), (0.7, 0.3), (0.3, 0.7), (0.7, 0.7)),
     5: ((0.25, 0.25), (0.75, 0.25), (0.5, 0.5), (0.25, 0.75), (0.75, 0.75)),
 }
@@ -156,32 +161,15 @@ def _relation_scene(
 
 def _count_scene(n: int, color: str, shape: str, rng: random.Random | None) -> list[_Item]:
     if rng is None:
-        return [_Shape(shape, color, x, y, COUNT_SIZE) for x, y in FIXED_COUNT_LAYOUTS[n]]
-    sizes = [_scale(COUNT_SIZE, rng) for _ in range(n)]
-    return [_Shape(shape, color, x, y, s) for (x, y), s in zip(_random_layout(sizes, rng), sizes)]
-
-
-def _random_layout(sizes: list[float], rng: random.Random) -> list[tuple[float, float]]:
-    """Random centres for boxes of the given half-sizes that keep the gap and the margin.
-
-    Objects are placed one by one at uniformly drawn spots, each redrawn until it is clear of
-    the ones placed before; if one finds no room the whole layout starts again. Five boxes fill
-    under a third of the canvas, so this ends fast.
-    """
-    for _restart in range(1000):
-        centres: list[tuple[float, float]] = []
-        for s in sizes:
-            low, high = COUNT_MARGIN + s, 1.0 - COUNT_MARGIN - s
-            for _try in range(100):
-                c = (rng.uniform(low, high), rng.uniform(low, high))
-                if all(_boxes_apart(c, s, other, other_s) for other, other_s in zip(centres, sizes)):
-                    centres.append(c)
-                    break
-            else:
-                break
-        if len(centres) == len(sizes):
-            return centres
-    raise RuntimeError(f"found no layout for {len(sizes)} objects")
+        return [_Shape(shape, color, x, y, COUNT_SIZE) for x, y in COUNT_LAYOUTS[n]]
+    # Jitter redrawn until every pair keeps the gap: about one draw in two for five objects (a
+    # mistaken four), whose layout is the tightest; the others always fit at the first draw.
+    for _attempt in range(_MAX_ATTEMPTS):
+        sizes = [_scale(COUNT_SIZE, rng) for _ in range(n)]
+        centres = [(_nudge(x, rng), _nudge(y, rng)) for x, y in COUNT_LAYOUTS[n]]
+        if all(_boxes_apart(centres[i], sizes[i], centres[j], sizes[j]) for i in range(n) for j in range(i)):
+            return [_Shape(shape, color, x, y, s) for (x, y), s in zip(centres, sizes)]
+    raise RuntimeError(f"found no jittered layout for {n} objects that keeps the gap")
 
 
 def _boxes_apart(a: tuple[float, float], sa: float, b: tuple[float, float], sb: float) -> bool:
