@@ -22,6 +22,9 @@ from pydantic import (
     AfterValidator, BaseModel, ConfigDict, Discriminator, Field, JsonValue, Tag, ValidationError, field_validator, model_validator,
 )
 
+# A world registers its own teacher and director backends when it is imported (the shapes world:
+# `backend: shapes`), so that every backend a config can name is there to be built.
+import evolvedirector.worlds  # noqa: F401
 from evolvedirector.credentials import check_no_secret_fields, check_url, check_variable_name, looks_like_a_key
 from evolvedirector.director import templates as director_templates
 

@@ -1,13 +1,18 @@
-"""Directors: the judges that curate the dynamic set. Backends are picked by name from DIRECTORS."""
+"""Directors: the judges that curate the dynamic set. Backends are picked by name from DIRECTORS.
+
+A world adds its own: the shapes world registers `shapes`, its exact judge made imperfect on
+purpose, when it is imported (`../worlds/shapes/__init__.py`). Every backend is made the same way:
+`DIRECTORS[config.backend](config, seed=seed, exclude=exclude)`.
+"""
+
+from typing import Callable
 
 from evolvedirector.director.base import Director, Discrimination, Verdict, discriminate, select_best
 from evolvedirector.director.local_vlm import LocalVLMDirector
 from evolvedirector.director.openai_server import OpenAIDirector
-from evolvedirector.worlds.shapes.director import ShapesDirector
 from evolvedirector.director.vlm import DirectorError, VLMDirector
 
-DIRECTORS: dict[str, type[Director]] = {
-    "shapes": ShapesDirector,
+DIRECTORS: dict[str, Callable[..., Director]] = {
     "openai": OpenAIDirector,  # vLLM, SGLang, Ollama, hosted models: any OpenAI-compatible chat server
     "local": LocalVLMDirector,  # a transformers image-text-to-text model in this process
 }
@@ -15,11 +20,9 @@ DIRECTORS: dict[str, type[Director]] = {
 
 def build_director(config, *, seed: int, exclude=()) -> Director:
     """The director a `DirectorConfig` describes; `exclude` lists prompts it must never propose."""
-    if config.backend == "shapes":
-        return ShapesDirector(judge_accuracy=config.judge_accuracy, seed=seed, exclude=exclude)
-    if config.backend in DIRECTORS:
-        return DIRECTORS[config.backend](config, seed=seed, exclude=exclude)
-    raise ValueError(f"unknown director backend {config.backend!r}; choose from {sorted(DIRECTORS)}")
+    if config.backend not in DIRECTORS:
+        raise ValueError(f"unknown director backend {config.backend!r}; choose from {sorted(DIRECTORS)}")
+    return DIRECTORS[config.backend](config, seed=seed, exclude=exclude)
 
 
 __all__ = [

@@ -2,25 +2,28 @@
 
 | backend     | what it calls                                             | file                    |
 |-------------|-----------------------------------------------------------|-------------------------|
-| `shapes`    | the shapes-world renderers (the embedded default)         | `../worlds/shapes/teacher.py` |
 | `diffusers` | a local DiffusionPipeline, one copy per device            | `diffusers_pipeline.py` |
 | `openai`    | the OpenAI images API (gpt-image-1, dall-e-3)             | `openai_images.py`      |
 | `queue`     | submit/poll/download APIs (fal, Replicate)                | `queue_http.py`         |
+
+A world adds its own: the shapes world registers `shapes`, its renderers (the embedded default),
+when it is imported (`../worlds/shapes/__init__.py`). Every backend is made the same way, from its
+config entry alone: `TEACHERS[entry.backend](entry)`.
 
 Every call goes through the `Ledger` (`ledger.py`); faults are named in `faults.py`, the shared
 HTTP plumbing is in `http_client.py`, and the API key and retries in `evolvedirector/http.py`
 (shared with the director).
 """
 
+from typing import Callable
+
 from evolvedirector.teachers.base import CallContext, ImageRequest, ImageResult, Teacher, idempotency_key
 from evolvedirector.teachers.diffusers_pipeline import DiffusersTeacher
 from evolvedirector.teachers.ledger import Ledger, Purchase
 from evolvedirector.teachers.openai_images import OpenAIImagesTeacher
 from evolvedirector.teachers.queue_http import QueueTeacher
-from evolvedirector.worlds.shapes.teacher import ShapesTeacher
 
-TEACHERS: dict[str, type[Teacher]] = {
-    "shapes": ShapesTeacher,
+TEACHERS: dict[str, Callable[..., Teacher]] = {
     "diffusers": DiffusersTeacher,
     "openai": OpenAIImagesTeacher,
     "queue": QueueTeacher,
@@ -29,10 +32,9 @@ TEACHERS: dict[str, type[Teacher]] = {
 
 def build_teacher(config) -> Teacher:
     """A teacher from its config entry (see `evolvedirector.config.AnyTeacherConfig`)."""
-    backend = TEACHERS[config.backend]
-    if backend is ShapesTeacher:
-        return ShapesTeacher(name=config.name, cost_per_image=config.cost_per_image)
-    return backend(config)
+    if config.backend not in TEACHERS:
+        raise ValueError(f"unknown teacher backend {config.backend!r}; choose from {sorted(TEACHERS)}")
+    return TEACHERS[config.backend](config)
 
 
 __all__ = [

@@ -8,11 +8,12 @@ import pytest
 from typer.testing import CliRunner
 
 from evolvedirector.cli import app
-from evolvedirector.director import ShapesDirector, Verdict, build_director
+from evolvedirector.director import Verdict, build_director
 from evolvedirector.bench.judge_bench import (
     bench_discrimination, bench_expansion, load_pairs, mean_cosine_distance, save_pairs, synthetic_pairs,
 )
 from evolvedirector.worlds.shapes.chat_server import ShapesChatServer
+from evolvedirector.worlds.shapes.director import ShapesDirector
 from evolvedirector.worlds.shapes.rules import is_correct
 
 runner = CliRunner()

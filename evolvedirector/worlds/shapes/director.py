@@ -23,6 +23,11 @@ class ShapesDirector(Director):
         # Prompts the director must never propose (the held-out evaluation prompts).
         self.exclude = frozenset(exclude)
 
+    @classmethod
+    def from_config(cls, config, *, seed: int, exclude: Collection[str] = ()) -> ShapesDirector:
+        """From a `shapes` director config, as every backend is made (evolvedirector.director)."""
+        return cls(config.judge_accuracy, seed, exclude)
+
     def reseed(self, seed: int) -> None:
         self.rng.seed(seed)
 

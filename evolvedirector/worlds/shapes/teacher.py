@@ -14,6 +14,11 @@ class ShapesTeacher(Teacher):
         self.name = name
         self.cost_per_image = self.profile.cost_per_image if cost_per_image is None else cost_per_image
 
+    @classmethod
+    def from_config(cls, config) -> ShapesTeacher:
+        """From a `shapes` teacher entry, as every backend is made (evolvedirector.teachers)."""
+        return cls(config.name, config.cost_per_image)
+
     async def generate(self, requests: list[ImageRequest]) -> list[ImageResult]:
         # A configuration error, not a drawing fault: raised, so its message reaches the log.
         if any(request.bucket is not None for request in requests):
