@@ -242,8 +242,8 @@ class QueueTeacherConfig(RemoteTeacherBase):
         return prefix
 
 
-def _teacher_backend(entry) -> str:
-    """Which model validates a teacher entry: its `backend`, shapes when left out."""
+def _backend(entry) -> str:
+    """Which model validates a teacher entry or the director: its `backend`, shapes when left out."""
     if isinstance(entry, dict):
         return entry.get("backend", "shapes")
     return getattr(entry, "backend", "shapes")
@@ -256,7 +256,7 @@ AnyTeacherConfig = Annotated[
         Annotated[OpenAITeacherConfig, Tag("openai")],
         Annotated[QueueTeacherConfig, Tag("queue")],
     ],
-    Discriminator(_teacher_backend),
+    Discriminator(_backend),
 ]
 
 
@@ -284,13 +284,58 @@ class DirectorTemplates(Section):
         return self
 
 
-class DirectorConfig(Section):
-    """The director: the shapes-world judge, an OpenAI-compatible chat server (vLLM, SGLang,
-    Ollama, hosted models), or a local transformers vision-language model."""
+class DirectorBase(Section):
+    """The field every director has; each backend's model adds its own and refuses another's."""
 
-    backend: Literal["shapes", "openai", "local"] = "shapes"
-    judge_accuracy: float = Field(0.9, ge=0, le=1, description="shapes judge: chance a verdict is not flipped")
-    # How a VLM judges (openai and local).
+    backend: str  # each backend's model narrows it to its own name
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_field_of_another_backend(cls, data):
+        # A field another backend reads would be ignored here without a word: it is refused, naming
+        # the backends that read it. Configs saved before each backend had its own fields hold every
+        # field, those of the other backends unset (None) or at their defaults: those are dropped,
+        # so that a run folder saved then still resumes.
+        if not isinstance(data, dict):
+            return data
+        kept, misplaced = {}, []
+        for name, value in data.items():
+            owners = [b for b, model in DIRECTOR_BACKENDS.items() if name in model.model_fields]
+            if name in cls.model_fields or not owners:  # an unknown name is left to extra="forbid"
+                kept[name] = value
+            elif value is not None and not any(_is_default(DIRECTOR_BACKENDS[b], name, value) for b in owners):
+                backends = " and ".join(repr(b) for b in owners)
+                misplaced.append(f"{name} is only used by backend{'s' if len(owners) > 1 else ''} {backends}")
+        if misplaced:
+            raise ValueError("; ".join(misplaced))
+        return kept
+
+
+def _is_default(model: type[BaseModel], name: str, value) -> bool:
+    default = model.model_fields[name].get_default(call_default_factory=True)
+    return value == (default.model_dump(mode="json") if isinstance(default, BaseModel) else default)
+
+
+def _needs(data, backend: str, **fields: str):
+    """Before validation: each of `fields` given, or an error that says what it holds (pydantic
+    would say only "Field required")."""
+    if isinstance(data, dict):
+        for name, what in fields.items():
+            if not data.get(name):
+                raise ValueError(f"backend {backend!r} needs {name}, {what}")
+    return data
+
+
+class ShapesDirectorConfig(DirectorBase):
+    """The shapes-world judge: exact, made imperfect on purpose (the embedded default)."""
+
+    backend: Literal["shapes"] = "shapes"
+    judge_accuracy: float = Field(0.9, ge=0, le=1, description="chance a verdict is not flipped")
+
+
+class VLMDirectorConfig(DirectorBase):
+    """How a vision-language model judges and proposes, whoever serves it (openai and local)."""
+
     mode: Literal["pairwise", "pointwise"] = Field(
         "pairwise", description="pairwise: both images on one canvas, (A) vs (B); pointwise: P(yes) per image"
     )
@@ -302,46 +347,42 @@ class DirectorConfig(Section):
     temperature: float = Field(0.0, ge=0, le=2, description="sampling temperature of the first try")
     retry_temperature: float = Field(0.7, ge=0, le=2, description="temperature of retries after an unusable reply")
     max_tokens: int = Field(512, ge=16, description="reply tokens for expansion and mutation")
-    judge_max_tokens: int = Field(32, ge=1, description="reply tokens for a pairwise verdict")
-    model: str | None = Field(None, description="openai: the served model name; local: a model folder or hub id")
-    # An OpenAI-compatible server.
-    base_url: str | None = Field(None, description="openai: the server's base URL, e.g. http://127.0.0.1:8000/v1")
+
+
+class OpenAIDirectorConfig(VLMDirectorConfig):
+    """An OpenAI-compatible chat server: vLLM, SGLang, Ollama, hosted models."""
+
+    backend: Literal["openai"]
+    base_url: str = Field(description="the server's base URL, e.g. http://127.0.0.1:8000/v1")
+    model: str = Field(description="the model name the server serves")
     api_key_env: str | None = Field(
-        None, description="openai: NAME of the environment variable holding the API key (the key is never saved)"
+        None, description="NAME of the environment variable holding the API key (the key is never saved)"
     )
     structured_output: Literal["none", "structured_outputs", "guided_choice", "response_format"] = Field(
-        "none", description="openai: constrain replies with vLLM's structured_outputs, the older guided_choice/"
+        "none", description="constrain replies with vLLM's structured_outputs, the older guided_choice/"
         "guided_json, or response_format json_schema; none: free text read by a tolerant parser",
     )
-    top_logprobs: int = Field(20, ge=2, le=20, description="openai pointwise: alternatives asked for the first token")
-    concurrency: int = Field(8, ge=1, le=1024, description="openai: requests in flight at once")
-    timeout_s: float = Field(120.0, gt=0, description="openai: seconds before a request is abandoned and retried")
-    backoff_s: float = Field(1.0, ge=0, description="openai: wait before the first retry; doubles each retry")
-    max_backoff_s: float = Field(30.0, ge=0, description="openai: longest wait between retries, a server's Retry-After included")
+    judge_max_tokens: int = Field(32, ge=1, description="reply tokens for a pairwise verdict")
+    top_logprobs: int = Field(20, ge=2, le=20, description="pointwise: alternatives asked for the first token")
+    concurrency: int = Field(8, ge=1, le=1024, description="requests in flight at once")
+    timeout_s: float = Field(120.0, gt=0, description="seconds before a request is abandoned and retried")
+    backoff_s: float = Field(1.0, ge=0, description="wait before the first retry; doubles each retry")
+    max_backoff_s: float = Field(
+        30.0, ge=0, description="longest wait between retries, a server's Retry-After included"
+    )
     extra_body: dict = Field(
-        default_factory=dict, description="openai: extra request fields (saved with the run: secret-looking fields "
-        "are refused)"
+        default_factory=dict, description="extra request fields (saved with the run: secret-looking fields are refused)"
     )
-    # A local transformers model.
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="local: where the model runs")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="local: weights' dtype; auto is bfloat16 on a GPU, float32 on a CPU"
-    )
-    batch_size: int = Field(8, ge=1, description="local: requests run together in one forward pass")
 
     _no_secrets = field_validator("extra_body")(check_no_secret_fields)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _server_named(cls, data):
+        return _needs(data, "openai", base_url="e.g. http://127.0.0.1:8000/v1", model="the name the server serves")
+
     @model_validator(mode="after")
-    def _backend_fields(self):
-        if self.backend == "openai":
-            if not self.base_url:
-                raise ValueError("backend 'openai' needs base_url, e.g. http://127.0.0.1:8000/v1")
-            if not self.model:
-                raise ValueError("backend 'openai' needs model, the name the server serves")
-        elif self.base_url is not None or self.api_key_env is not None:
-            raise ValueError("base_url and api_key_env are only used by backend 'openai'")
-        if self.backend == "local" and not self.model:
-            raise ValueError("backend 'local' needs model, a model folder or hub id")
+    def _no_credentials(self):
         # Both are saved with the run: the shared check keeps credentials out (and never echoes them).
         for name, check in (("base_url", check_url), ("api_key_env", check_variable_name)):
             if getattr(self, name) is not None:
@@ -350,6 +391,33 @@ class DirectorConfig(Section):
                 except ValueError as error:
                     raise ValueError(f"{name} {error}") from None
         return self
+
+
+class LocalDirectorConfig(VLMDirectorConfig):
+    """A transformers image-text-to-text model in this process."""
+
+    backend: Literal["local"]
+    model: str = Field(description="a model folder or hub id")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the model runs")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="weights' dtype; auto is bfloat16 on a GPU, float32 on a CPU"
+    )
+    batch_size: int = Field(8, ge=1, description="requests run together in one forward pass")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_named(cls, data):
+        return _needs(data, "local", model="a model folder or hub id")
+
+
+DIRECTOR_BACKENDS: dict[str, type[DirectorBase]] = {
+    "shapes": ShapesDirectorConfig, "openai": OpenAIDirectorConfig, "local": LocalDirectorConfig,
+}
+
+DirectorConfig = Annotated[
+    Union[tuple(Annotated[model, Tag(backend)] for backend, model in DIRECTOR_BACKENDS.items())],
+    Discriminator(_backend),
+]
 
 
 class StudentConfig(Section):
@@ -504,7 +572,7 @@ class RunConfig(Section):
     teachers: list[AnyTeacherConfig] = Field(
         default_factory=lambda: [TeacherConfig(name=n) for n in ("atlas", "quill", "tally")], min_length=1
     )
-    director: DirectorConfig = DirectorConfig()
+    director: DirectorConfig = ShapesDirectorConfig()
     student: StudentConfig = StudentConfig()
     train: TrainConfig = TrainConfig()
     evolve: EvolveConfig = EvolveConfig()
@@ -546,9 +614,14 @@ class ConfigError(ValueError):
 def format_validation_error(error: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]
     for item in error.errors():
+        loc = item["loc"]
+        # A config has one director, its backend given beside its fields: they are named as
+        # `director.mode` (a teacher's keep the backend: `teachers.0.openai.model`).
+        if loc[:1] == ("director",) and loc[1:2] and loc[1] in DIRECTOR_BACKENDS:
+            loc = loc[:1] + loc[2:]
         # A key pasted where a field name goes would otherwise be printed back as that field's name.
         where = ".".join("(a key-like name)" if looks_like_a_key(str(part)) else str(part)
-                         for part in item["loc"]) or "(top level)"
+                         for part in loc) or "(top level)"
         lines.append(f"  {where}: {item['msg']}")
     return "\n".join(lines)
 

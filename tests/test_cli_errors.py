@@ -41,6 +41,15 @@ def test_a_failure_past_validation_is_one_line_naming_the_field_with_exit_code_2
     assert "Traceback" not in result.stderr
 
 
+def test_a_director_field_of_another_backend_is_refused_before_the_run_starts(tmp_path):
+    config = config_file(tmp_path, director={"backend": "shapes", "mode": "pointwise"})
+    result = evolvedirector("run", str(config), cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stdout + result.stderr
+    assert f"invalid configuration in {config}" in result.stdout
+    assert "  director: Value error, mode is only used by backends 'openai' and 'local'" in result.stdout
+    assert not (tmp_path / "run").exists()
+
+
 def test_debug_shows_the_traceback(tmp_path):
     config = config_file(tmp_path, student={"text_encoder": "nobody/no-such-t5"})
     result = evolvedirector("--debug", "run", str(config), cwd=tmp_path)

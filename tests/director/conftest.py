@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from evolvedirector.config import DirectorConfig
+from evolvedirector.config import OpenAIDirectorConfig
 from evolvedirector.worlds.shapes.chat_server import ShapesChatServer
 
 
@@ -19,8 +19,8 @@ def server():
 def openai_config():
     """make(server, **fields): an `openai` director config pointed at the server, quick retries."""
 
-    def make(server: ShapesChatServer, **fields) -> DirectorConfig:
-        return DirectorConfig(**{
+    def make(server: ShapesChatServer, **fields) -> OpenAIDirectorConfig:
+        return OpenAIDirectorConfig(**{
             "backend": "openai", "base_url": server.base_url, "model": server.model, "backoff_s": 0.01,
             "max_backoff_s": 0.05, "timeout_s": 10, "panel_size": 64, **fields,
         })

@@ -109,7 +109,9 @@ def test_cli_reads_the_director_from_a_config_file(tmp_path):
 @pytest.mark.parametrize("args, message", [
     ([], "give --pairs FILE, --prompts FILE or --synthetic"),
     (["--pairs", "missing.jsonl"], "does not exist"),
-    (["--synthetic", "--mode", "listwise"], "director.mode"),
+    (["--synthetic", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--mode", "listwise"], "director.mode"),
+    (["--synthetic", "--mode", "pointwise"],
+     "director: Value error, mode is only used by backends 'openai' and 'local'"),
     (["--synthetic", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--api-key-env", "NO_SUCH_KEY_VAR"],
      "NO_SUCH_KEY_VAR is not set"),
 ])

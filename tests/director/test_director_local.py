@@ -5,15 +5,15 @@ import random
 
 import pytest
 
-from evolvedirector.config import DirectorConfig
+from evolvedirector.config import LocalDirectorConfig
 from evolvedirector.director import DirectorError, build_director
 from evolvedirector.worlds.shapes import grammar
 from evolvedirector.worlds.shapes.render import render, render_mistake
 
 
-def local_config(model, **fields) -> DirectorConfig:
-    return DirectorConfig(**{"backend": "local", "model": str(model), "device": "cpu", "max_tokens": 16,
-                             "retries": 1, "panel_size": 64, **fields})
+def local_config(model, **fields) -> LocalDirectorConfig:
+    return LocalDirectorConfig(**{"backend": "local", "model": str(model), "device": "cpu", "max_tokens": 16,
+                                  "retries": 1, "panel_size": 64, **fields})
 
 
 def pairs(count: int, seed: int = 0):
