@@ -370,7 +370,7 @@ class Trainer:
         self.ema.update(self.step)
         return self.accelerator.reduce(loss.detach(), reduction="mean")
 
-    # -- timing and checkpoints: their own modules (timing.py, checkpoint.py), called from here --
+    # -- timing.py and checkpoint.py, as the loop and the benches call them ----------------
 
     def time_step(self, repeats: int = 3, at_least: float = 0.0, step: int | None = None) -> float:
         return timing.time_step(self, repeats, at_least, step)
