@@ -161,8 +161,10 @@ def run_eval(run_dir: Path, options: EvalOptions, console: Console | None = None
         store.close()
 
 
-def _run_eval(run_dir, config, store, options, console, inception) -> dict:
-
+def _run_eval(run_dir: Path, config: RunConfig, store: Store, options: EvalOptions, console: Console,
+              inception: TorchScriptInception | None) -> dict:
+    """Steps 1-4 of the module's docstring, in that order; the results are written, printed and
+    shown in the rebuilt report."""
     images = ImageStore(run_dir / "images")
     try:
         student, checkpoint = load_latest_student(run_dir, config, store)
@@ -183,16 +185,65 @@ def _run_eval(run_dir, config, store, options, console, inception) -> dict:
         buy_teacher_images(config, store, images, prompts, options, round=checkpoint["round"],
                            buckets={p: parse_bucket(s.bucket) for p, s in known.items()})
     )
+    _print_purchases(purchases, console)
+    teacher_images = {
+        name: [images.get(h) if h else None for h in hashes] for name, hashes in teacher_hashes.items()
+    }
+
+    by_pair, tally = judge_against_teachers(config, options, world, prompts, student_images, teacher_images)
+    rates = win_rates(by_pair, list(teacher_images), domains, world.categories, options)
+    accuracies, correct = grade_against_teachers(world, prompts, domains, student_images, teacher_images)
+    frechet, fid = frechet_against_teachers(student_images, teacher_images, len(prompts), inception, options)
+    items = eval_items(prompts, domains, student_hashes, teacher_hashes, by_pair, correct)
+    results = {
+        "created_at": time.time(),
+        "categories": [c for c in (*world.categories, OTHER) if c in domains],
+        "seconds": round(time.time() - started, 2),
+        "checkpoint": checkpoint["checkpoint"],
+        "round": checkpoint["round"],
+        "train_step": checkpoint["train_step"],
+        "prompt_set": options.prompt_set if options.prompt_set in ("heldout", "train") else "file",
+        "n_prompts": len(prompts),
+        "seed": options.seed,
+        "director": {
+            "backend": config.director.backend, "both_orders": options.both_orders, "resamples": options.resamples,
+            "failures": sum(o is None for o in by_pair.values()),
+            "failure_kinds": dict(tally.by_kind()),
+        },
+        "teachers": list(teacher_images),
+        "purchases": purchases,
+        "win_rates": rates,
+        "accuracy": accuracies,
+        "selection": selection_table(store),
+        "frechet": frechet,
+        "fid": fid,
+        "items": items,
+    }
+    target = run_dir / "eval" / "eval.json"
+    write_atomic(target, json.dumps(results, indent=1).encode())
+    print_results(results, console)
+    report = write_report(store, run_dir)
+    console.print(f"results: {target}\nreport: {report}", highlight=False)
+    return results
+
+
+def _print_purchases(purchases: dict, console: Console) -> None:
     console.print(f"teacher images: {purchases['reused']} reused, {purchases['new']} bought "
                   f"(${purchases['new_dollars']:.2f}), {purchases['missing']} missing", highlight=False)
     if "budget" in purchases:
         console.print(f"[yellow]not bought: {purchases['budget']} (the run's budget.max_dollars and "
                       "budget.max_teacher_calls cover eval's purchases too; --max-calls / --max-dollars "
                       "only lower them)[/yellow]", highlight=False)
-    teacher_images = {
-        name: [images.get(h) if h else None for h in hashes] for name, hashes in teacher_hashes.items()
-    }
 
+
+Images = dict[str, list[np.ndarray | None]]  # {teacher: its image of each prompt, None where it has none}
+
+
+def judge_against_teachers(config: RunConfig, options: EvalOptions, world: World, prompts: list[str],
+                           student_images: list[np.ndarray], teacher_images: Images):
+    """({(teacher, prompt index): "win", "tie", "lose" or None (the director failed)} for every
+    prompt the teacher has an image of, the director's tally); a director that answered no call
+    stops the evaluation."""
     director = build_director(config.director, seed=config.seed * 7919 + options.seed, exclude=world.heldout)
     jobs = [
         (name, i) for name in teacher_images for i in range(len(prompts)) if teacher_images[name][i] is not None
@@ -211,34 +262,50 @@ def _run_eval(run_dir, config, store, options, console, inception) -> dict:
     tally = director.take_tally()
     if tally.failed_every_call():
         raise EvalError(str(never_answered(director.where(), "this evaluation", tally)))
-    by_pair = {(name, i): outcome for (name, i), outcome in zip(jobs, outcomes)}
+    return dict(zip(jobs, outcomes)), tally
 
-    director_rates: dict[str, dict] = {}
-    for name in teacher_images:
+
+def win_rates(by_pair: dict[tuple[str, int], str | None], teachers: list[str], domains: list[str],
+              categories: tuple[str, ...], options: EvalOptions) -> dict[str, dict]:
+    """{teacher: {category (the world's order, then OTHER, then "all"): outcome rates with bootstrap intervals}}."""
+    rates: dict[str, dict] = {}
+    for name in teachers:
         cells: dict[str, list[str]] = {}
         for (teacher, i), outcome in by_pair.items():
             if teacher == name and outcome is not None:
                 cells.setdefault(domains[i], []).append(outcome)
                 cells.setdefault("all", []).append(outcome)
-        order = (*world.categories, OTHER, "all")
-        director_rates[name] = {
+        order = (*categories, OTHER, "all")
+        rates[name] = {
             cell: outcome_rates(values, resamples=options.resamples, seed=options.seed)
             for cell, values in sorted(cells.items(), key=lambda kv: _position(kv[0], order))
         }
+    return rates
 
-    accuracies = None
-    correct: dict[str, list[bool | None]] = {}
-    if world.graded and all(d in world.categories for d in domains):
-        accuracies = {"student": world.grade(prompts, student_images)}
-        correct["student"] = [world.grade([p], [im])["mean"] == 1.0 for p, im in zip(prompts, student_images)]
-        for name, teacher_list in teacher_images.items():
-            have = [i for i, im in enumerate(teacher_list) if im is not None]
-            if have:
-                accuracies[name] = world.grade([prompts[i] for i in have], [teacher_list[i] for i in have])
-            correct[name] = [world.grade([p], [im])["mean"] == 1.0 if im is not None else None
-                             for p, im in zip(prompts, teacher_list)]
 
-    frechet = {"feature": RANDCONV_NAME, "description": RANDCONV_DESCRIPTION, "n": len(prompts), "values": {}}
+def grade_against_teachers(world: World, prompts: list[str], domains: list[str], student_images: list[np.ndarray],
+                           teacher_images: Images) -> tuple[dict | None, dict[str, list[bool | None]]]:
+    """Where the world grades exactly and knows every prompt's category: held-out accuracy per
+    category of the student and of each teacher, and whether each image is correct (None: no image);
+    (None, {}) elsewhere."""
+    if not (world.graded and all(d in world.categories for d in domains)):
+        return None, {}
+    accuracies = {"student": world.grade(prompts, student_images)}
+    correct = {"student": [world.grade([p], [im])["mean"] == 1.0 for p, im in zip(prompts, student_images)]}
+    for name, teacher_list in teacher_images.items():
+        have = [i for i, im in enumerate(teacher_list) if im is not None]
+        if have:
+            accuracies[name] = world.grade([prompts[i] for i in have], [teacher_list[i] for i in have])
+        correct[name] = [world.grade([p], [im])["mean"] == 1.0 if im is not None else None
+                         for p, im in zip(prompts, teacher_list)]
+    return accuracies, correct
+
+
+def frechet_against_teachers(student_images: list[np.ndarray], teacher_images: Images, n: int,
+                             inception: TorchScriptInception | None, options: EvalOptions) -> tuple[dict, dict | None]:
+    """FD-randconv of the student's images against each teacher's (of two images or more), and FID
+    proper with an Inception network."""
+    frechet = {"feature": RANDCONV_NAME, "description": RANDCONV_DESCRIPTION, "n": n, "values": {}}
     fid = None
     features = RandomConvFeatures()
     for name, teacher_list in teacher_images.items():
@@ -248,49 +315,26 @@ def _run_eval(run_dir, config, store, options, console, inception) -> dict:
             if inception is not None:
                 fid = fid or {"feature": "FID (Inception-v3, pool3)", "network": options.inception.name, "values": {}}
                 fid["values"][name] = frechet_distance(have, student_images, inception)
+    return frechet, fid
 
+
+def eval_items(prompts: list[str], domains: list[str], student_hashes: list[str],
+               teacher_hashes: dict[str, list[str | None]], by_pair: dict[tuple[str, int], str | None],
+               correct: dict[str, list[bool | None]]) -> list[dict]:
+    """One entry per prompt: the student's image and each teacher's, the director's outcome, and
+    whether each is correct where the world grades."""
     items = []
     for i, prompt in enumerate(prompts):
         item = {"prompt": prompt, "domain": domains[i], "student_image": student_hashes[i], "teachers": {}}
         if correct:
             item["student_correct"] = correct["student"][i]
-        for name in teacher_images:
+        for name in teacher_hashes:
             entry = {"image": teacher_hashes[name][i], "outcome": by_pair.get((name, i))}
             if correct:
                 entry["correct"] = correct[name][i]
             item["teachers"][name] = entry
         items.append(item)
-
-    results = {
-        "created_at": time.time(),
-        "categories": [c for c in (*world.categories, OTHER) if c in domains],
-        "seconds": round(time.time() - started, 2),
-        "checkpoint": checkpoint["checkpoint"],
-        "round": checkpoint["round"],
-        "train_step": checkpoint["train_step"],
-        "prompt_set": options.prompt_set if options.prompt_set in ("heldout", "train") else "file",
-        "n_prompts": len(prompts),
-        "seed": options.seed,
-        "director": {
-            "backend": config.director.backend, "both_orders": options.both_orders, "resamples": options.resamples,
-            "failures": sum(o is None for o in outcomes),
-            "failure_kinds": dict(tally.by_kind()),
-        },
-        "teachers": list(teacher_images),
-        "purchases": purchases,
-        "win_rates": director_rates,
-        "accuracy": accuracies,
-        "selection": selection_table(store),
-        "frechet": frechet,
-        "fid": fid,
-        "items": items,
-    }
-    target = run_dir / "eval" / "eval.json"
-    write_atomic(target, json.dumps(results, indent=1).encode())
-    print_results(results, console)
-    report = write_report(store, run_dir)
-    console.print(f"results: {target}\nreport: {report}", highlight=False)
-    return results
+    return items
 
 
 def _position(name: str, order: tuple[str, ...]) -> int:
