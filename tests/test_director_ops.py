@@ -3,8 +3,9 @@
 import asyncio
 import random
 
-from evolvedirector.director import ShapesDirector, discriminate, select_best
+from evolvedirector.director import discriminate, select_best
 from evolvedirector.worlds.shapes import grammar
+from evolvedirector.worlds.shapes.director import ShapesDirector
 from evolvedirector.worlds.shapes.render import render, render_mistake
 
 

@@ -116,9 +116,7 @@ def judge_bench(
 
 
 def _director_config(path: Path | None, overrides: dict):
-    from pydantic import ValidationError
-
-    from evolvedirector.config import DirectorConfig, format_validation_error
+    from evolvedirector.config import ConfigError, parse_config
 
     data: dict = {}
     if path is not None:
@@ -134,14 +132,14 @@ def _director_config(path: Path | None, overrides: dict):
     if "base_url" in overrides and "backend" not in overrides:
         data["backend"] = "openai"
     data.update(overrides)
-    # The bench shows each pair in both orders itself, so the director must not shuffle them again:
+    # The bench shows each pair in both orders itself, so a VLM director must not shuffle them again:
     # a position bias should show, not hide in the accuracy. (both_orders, if asked, still applies.)
-    data.setdefault("shuffle", False)
+    if data.get("backend", "shapes") != "shapes":
+        data.setdefault("shuffle", False)
     try:
-        return DirectorConfig.model_validate(data)
-    except ValidationError as error:
-        message = format_validation_error(error, str(path) if path else "the judge-bench options")
-        _fail(message.replace("\n  ", "\n  director.").replace("director.(top level)", "director"))
+        return parse_config({"director": data}, str(path) if path else "the judge-bench options").director
+    except ConfigError as error:
+        _fail(str(error))
 
 
 def _describe(config) -> str:

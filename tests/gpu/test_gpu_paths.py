@@ -28,7 +28,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from evolvedirector.cli import app
-from evolvedirector.config import DiffusersTeacherConfig, DirectorConfig, StudentConfig, TrainConfig, parse_config
+from evolvedirector.config import DiffusersTeacherConfig, LocalDirectorConfig, StudentConfig, TrainConfig, parse_config
 from evolvedirector.director import build_director
 from evolvedirector.loop import Evolution
 from evolvedirector.loop.run_folder import RunFolder, load_latest_student
@@ -235,7 +235,7 @@ def test_the_local_director_judges_scores_and_proposes_on_the_device(device, tin
     items = [(p, render(p, 32, rng), render_mistake(p, 32, rng)) for p in prompts]
     settings = {"backend": "local", "model": str(tiny_vlm), "device": device, "max_tokens": 16, "retries": 1,
                 "panel_size": 64, "batch_size": 4}
-    director = build_director(DirectorConfig(**settings), seed=0)
+    director = build_director(LocalDirectorConfig(**settings), seed=0)
     assert {p.device.type for p in director.model.parameters()} == {device}
     assert director.dtype == (torch.bfloat16 if device == "cuda" else torch.float32)
 
@@ -248,7 +248,7 @@ def test_the_local_director_judges_scores_and_proposes_on_the_device(device, tin
     expanded = asyncio.run(director.expand(prompts[0], 3))  # generated text (noise from a random model)
     assert isinstance(expanded, list) and isinstance(asyncio.run(director.mutate(prompts[0])), str)
 
-    pointwise = build_director(DirectorConfig(**settings, mode="pointwise"), seed=0)
+    pointwise = build_director(LocalDirectorConfig(**settings, mode="pointwise"), seed=0)
 
     async def score():
         return await asyncio.gather(*(pointwise.score(p, image) for p, good, bad in items for image in (good, bad)))
