@@ -107,7 +107,7 @@ def _evolve(config: RunConfig, source: str) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download weights at run time
     from evolvedirector.director import DirectorError
     from evolvedirector.loop import Evolution  # heavy imports only when a run starts
-    from evolvedirector.loop.evolve import EmptySet
+    from evolvedirector.loop.stopping import EmptySet
     from evolvedirector.loop.tracking import TrackerUnavailable
     from evolvedirector.teachers.health import TeachersFailed
 
@@ -230,7 +230,8 @@ def status(run_dir: Path = typer.Argument(..., help="a run folder")) -> None:
 
 def _latest_student(run_dir: Path):
     """The run's student with its latest checkpoint's weights, and that checkpoint's round row."""
-    from evolvedirector.loop.run_folder import NoStudentYet, RunFolder, load_latest_student
+    from evolvedirector.loop.run_folder import RunFolder
+    from evolvedirector.student.latest import NoStudentYet, load_latest_student
 
     store = _open_store(run_dir)
     try:

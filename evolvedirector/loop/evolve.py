@@ -38,7 +38,7 @@ from evolvedirector.loop.resume import resume
 from evolvedirector.loop.round import RoundContext, overlapped_round, run_round, seed_round, start_background
 from evolvedirector.loop.run_folder import RunFolder
 from evolvedirector.loop.run_lock import RunLock
-from evolvedirector.loop.stopping import EmptySet, stop_reason  # noqa: F401 (EmptySet: cli.py imports it from here)
+from evolvedirector.loop.stopping import stop_reason
 from evolvedirector.loop.training import TrainingThreads, train
 from evolvedirector.store import Sample
 from evolvedirector.student import Student

@@ -21,8 +21,6 @@ from evolvedirector.config import RunConfig, dump_config, load_config
 from evolvedirector.store import Sample, write_atomic
 from evolvedirector.store.folders import point_latest
 from evolvedirector.store.images import png_bytes
-# Re-exported for the callers that still import them from here (cli.py, tests/gpu/test_gpu_paths.py).
-from evolvedirector.student.latest import NoStudentYet, load_latest_student  # noqa: F401
 
 
 class RunFolderError(ValueError):

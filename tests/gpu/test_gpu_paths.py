@@ -31,7 +31,8 @@ from evolvedirector.cli import app
 from evolvedirector.config import DiffusersTeacherConfig, LocalDirectorConfig, StudentConfig, TrainConfig, parse_config
 from evolvedirector.director import build_director
 from evolvedirector.loop import Evolution
-from evolvedirector.loop.run_folder import RunFolder, load_latest_student
+from evolvedirector.loop.run_folder import RunFolder
+from evolvedirector.student.latest import load_latest_student
 from evolvedirector.store import ImageStore, Store
 from evolvedirector.student import Student, TextEncoder
 from evolvedirector.student.pipeline import load_export
