@@ -368,7 +368,7 @@ def train(
         raise typer.BadParameter(f"--compile-scope and --lever-compile-scopes must be among {', '.join(COMPILE_SCOPES)}")
     import torch
 
-    from evolvedirector.trainer.trainer import SYNC_EVERY_CUDA
+    from evolvedirector.trainer.timing import SYNC_EVERY_CUDA
 
     if threads:
         torch.set_num_threads(threads)

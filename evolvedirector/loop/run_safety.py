@@ -34,7 +34,7 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 # What only a run writes; found beside an empty store, it is a previous run's.
 RUN_OUTPUTS = ("images/*/*.png", "checkpoints/round-*", "rounds/*")
 # Folders only a writer holding the run's lock writes into (`features/` and `trainer/` are also
-# written by `evolvedirector.trainer.launch`, which may run beside the loop: left alone).
+# written by `evolvedirector.launch`, which may run beside the loop: left alone).
 TIDIED = ("images/*", "checkpoints", "rounds/*", "eval")
 
 
