@@ -1,6 +1,6 @@
 """The package's layers point one way, and no module imports itself back through others.
 
-From the bottom: http, credentials, store -> student, teachers, director -> config, worlds ->
+From the bottom: http, credentials, seeds, store -> student, teachers, director -> config, worlds ->
 trainer, evaluation -> loop -> bench, publish (and the test servers in testing/) -> cli. A module
 imports only from its own layer or those below. Imports under `if TYPE_CHECKING:` name a type
 for annotations and run nothing, so they are left out; every other import counts, those inside
@@ -16,7 +16,7 @@ import evolvedirector
 
 PACKAGE = Path(evolvedirector.__file__).parent
 LAYERS = (
-    ("http", "credentials", "store"),
+    ("http", "credentials", "seeds", "store"),
     ("student", "teachers", "director"),
     ("config", "worlds"),
     ("trainer", "evaluation"),

@@ -56,6 +56,7 @@ from rich.table import Table
 from evolvedirector.bench import bench_app
 from evolvedirector.config import RunConfig, demo_config_path, load_config
 from evolvedirector.evaluation.stats import accuracy_intervals, format_rate, mean_interval, paired_difference_interval
+from evolvedirector.seeds import seed_for
 from evolvedirector.store import write_atomic
 from evolvedirector.worlds.shapes import grammar
 from evolvedirector.worlds.shapes.heldout import accuracy, heldout_prompts
@@ -223,7 +224,7 @@ def naive_arm(budget: int, teacher: str, seed: int, settings: Settings, workdir:
     label = naive_name(teacher)
     config = base_config(workdir / f"{label}-{budget}-{seed}", seed, settings)
     heldout = heldout_prompts(settings.heldout_per_domain, config.world.heldout_seed)
-    rng = random.Random(seed * 7919 + budget)
+    rng = random.Random(seed_for(seed, "naive prompts", budget))
     prompts, images, dollars = [], [], 0.0
     for index in range(budget):
         prompt = grammar.random_prompt(rng, exclude=heldout)

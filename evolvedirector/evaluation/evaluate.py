@@ -40,6 +40,7 @@ from evolvedirector.evaluation.frechet import (
 )
 from evolvedirector.evaluation.report import selection_table, write_report
 from evolvedirector.evaluation.stats import OUTCOMES, format_rate, outcome_rates
+from evolvedirector.seeds import seed_for
 from evolvedirector.store import ImageStore, Store, write_atomic
 from evolvedirector.store.db import parse_bucket
 from evolvedirector.student.latest import NoStudentYet, load_latest_student
@@ -244,7 +245,8 @@ def judge_against_teachers(config: RunConfig, options: EvalOptions, world: World
     """({(teacher, prompt index): "win", "tie", "lose" or None (the director failed)} for every
     prompt the teacher has an image of, the director's tally); a director that answered no call
     stops the evaluation."""
-    director = build_director(config.director, seed=config.seed * 7919 + options.seed, exclude=world.heldout)
+    director = build_director(config.director, seed=seed_for(config.seed, "evaluation director", options.seed),
+                              exclude=world.heldout)
     jobs = [
         (name, i) for name in teacher_images for i in range(len(prompts)) if teacher_images[name][i] is not None
     ]

@@ -40,6 +40,7 @@ from evolvedirector.loop.run_folder import RunFolder
 from evolvedirector.loop.run_lock import RunLock
 from evolvedirector.loop.stopping import stop_reason
 from evolvedirector.loop.training import TrainingThreads, train
+from evolvedirector.seeds import seed_for
 from evolvedirector.store import Sample
 from evolvedirector.student import Student
 from evolvedirector.teachers import Ledger, build_teacher
@@ -107,7 +108,7 @@ class Evolution:
         training: BackgroundTrainer | None = None  # the asynchronous round's trainer, once started
         try:
             while (reason := self._stop_reason(round)) is None:
-                self.director.reseed(self.config.seed * 7919 + round)
+                self.director.reseed(seed_for(self.config.seed, "director", round))
                 if round == 0:
                     summary = await seed_round(ctx)
                 elif self.config.evolve.overlap == "async":

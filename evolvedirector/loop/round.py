@@ -43,6 +43,7 @@ from evolvedirector.loop.run_folder import RunFolder
 from evolvedirector.loop.stages import Edits
 from evolvedirector.loop.teacher_check import check_teachers
 from evolvedirector.loop.training import Trained, TrainingThreads, train
+from evolvedirector.seeds import seed_for
 from evolvedirector.store import ImageStore, Sample, Store
 from evolvedirector.teachers import Ledger, Teacher
 from evolvedirector.worlds import World
@@ -85,7 +86,7 @@ async def run_round(ctx: RoundContext, round: int) -> RoundSummary:
     """The serial round (`evolve.overlap: serial`): train, then choose, judge, decide, propose,
     place, buy, measure and commit."""
     started = time.time()
-    rng = random.Random(ctx.config.seed * 1_000_003 + round)
+    rng = random.Random(seed_for(ctx.config.seed, "round", round))
     active = ctx.store.active_samples()
     ctx.director.take_tally()  # from here on, this round's calls only
 
@@ -116,7 +117,7 @@ async def overlapped_round(ctx: RoundContext, round: int, training: BackgroundTr
     after the resume are not those the killed run would have committed.
     """
     started = time.time()
-    rng = random.Random(ctx.config.seed * 1_000_003 + round)
+    rng = random.Random(seed_for(ctx.config.seed, "round", round))
     active = ctx.store.active_samples()
     ctx.director.take_tally()
 

@@ -15,18 +15,12 @@ the same with one bucket.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
 import torch
 
+from evolvedirector.seeds import seed_for
 from evolvedirector.student.buckets import nearest_bucket
-
-
-def seed_for(*parts: object) -> int:
-    """A 63-bit seed from any tuple of parts, e.g. (seed, 'batch', step): nearby steps or ranks
-    give unrelated streams."""
-    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") & (2**63 - 1)
 
 
 class BucketBatchSampler:

@@ -50,7 +50,8 @@ from evolvedirector.student.student import to_device
 from evolvedirector.trainer import checkpoint as ckpt
 from evolvedirector.trainer import timing
 from evolvedirector.trainer.features import CachedTextEncoder, FeatureCache, ImageFeatures
-from evolvedirector.trainer.sampling import BucketBatchSampler, seed_for
+from evolvedirector.seeds import seed_for
+from evolvedirector.trainer.sampling import BucketBatchSampler
 from evolvedirector.trainer.timing import SYNC_EVERY_CUDA, LossReader
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from evolvedirector.student.buckets import ASPECT_BUCKETS_1024, SINGLE_SCALE_512, nearest_bucket
-from evolvedirector.trainer.sampling import BucketBatchSampler, seed_for
+from evolvedirector.seeds import seed_for
+from evolvedirector.trainer.sampling import BucketBatchSampler
 
 
 def synthetic_sizes(n: int, seed: int = 0) -> list[tuple[int, int]]:
