@@ -226,6 +226,12 @@ def status(run_dir: Path = typer.Argument(..., help="a run folder")) -> None:
     if last and last["metrics"].get("accuracy"):
         accuracy = last["metrics"]["accuracy"]
         console.print("held-out accuracy (last round): " + ", ".join(f"{k} {v:.2f}" for k, v in accuracy.items()))
+    if last and last["metrics"].get("director_heldout"):
+        from evolvedirector.loop.console import describe_judged
+
+        judged = last["metrics"]["director_heldout"]
+        console.print(f"round {last['round']}: " + describe_judged(judged, tuple(c for c in judged["categories"] if c != "mean")),
+                      highlight=False, soft_wrap=True)
 
 
 def _latest_student(run_dir: Path):

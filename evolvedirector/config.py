@@ -535,6 +535,10 @@ class EvolveConfig(Section):
     expansion: bool = Field(True, description="False: a teacher win keeps the sample and adds nothing")
     deletion: bool = Field(True, description="False: a student win keeps the sample (mutation still applies)")
     evaluate_every_round: bool = Field(True, description="held-out accuracy after every round (False: never)")
+    heldout_judged: int = Field(8, ge=0, le=10_000, description=(
+        "where the world has no exact rules (your own prompts): held-out prompts per category that the "
+        "director judges each round, the same ones every round; P(yes) with director.mode pointwise, else "
+        "the student's win rate against the best teacher's image, each bought once (in the budget); 0: off"))
     overlap: Literal["serial", "async"] = Field(
         "serial", description="serial: train, then render, judge, buy and commit (the same figures run after run); "
         "async: the trainer trains on in its own thread, on the newest committed version, while a round renders "

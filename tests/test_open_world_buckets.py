@@ -43,7 +43,8 @@ def test_new_prompts_draw_buckets_and_their_images_have_the_buckets_shape(tmp_pa
             "student": {"size": "tiny", "text_encoder": str(t5), "vae": str(vae), "max_tokens": 40,
                         "sample_steps": 2, "guidance": 2.0},
             "train": {"batch_size": 4, "lr": 1e-3, "warmup_steps": 1, "steps_per_round": 2, "multi_aspect": True},
-            "evolve": {"seed_prompts": 8, "select_ratio": 0.5, "mutation_ratio": 1.0, "render_steps": 2},
+            "evolve": {"seed_prompts": 8, "select_ratio": 0.5, "mutation_ratio": 1.0, "render_steps": 2,
+                       "heldout_judged": 0},  # its references are square, as `eval` asks held-out prompts
             "budget": {"max_rounds": 1},
         })
         Evolution(config).run()

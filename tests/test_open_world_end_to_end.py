@@ -102,6 +102,9 @@ def test_a_prompt_file_run_killed_resumed_and_evaluated(tmp_path, monkeypatch, s
         assert len(heldout) == 6 and {normalise(p) for p in heldout} <= file_keys
         with OpenWorldChatServer(seed=1, heldout=heldout) as chat:
             data["director"]["base_url"] = chat.base_url
+            # The chat server answers from one random stream: the director's held-out judging would
+            # shift the proposals this test counts refusals of (tests/test_heldout_judged.py tests it).
+            data.setdefault("evolve", {})["heldout_judged"] = 0
             config = tmp_path / "config.yaml"
             config.write_text(yaml.safe_dump(data))
 

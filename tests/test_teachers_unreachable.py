@@ -55,7 +55,7 @@ def write_config(tmp_path: Path, teachers: list[dict], chat_url: str, max_rounds
         "student": {"size": "tiny", "sample_steps": 2, "ema_decay": 0.9, "guidance": 2.0},
         "train": {"batch_size": 4, "lr": 1e-3, "warmup_steps": 1, "steps_per_round": 2},
         "evolve": {"seed_prompts": SEED_PROMPTS, "select_ratio": 0.5, "extend_num": 3, "mutation_ratio": 1.0,
-                   "render_steps": 2, **evolve},
+                   "render_steps": 2, "heldout_judged": 0, **evolve},  # the counts here are of the set's calls
         "budget": {"max_rounds": max_rounds},
     }
     path = tmp_path / "config.yaml"

@@ -255,7 +255,14 @@ def test_an_open_world_run_logs_a_grid_of_its_first_heldout_prompts_and_no_key(t
     assert (images[-1].width, images[-1].height) == (columns * 34 - 2, rows * 34 - 2)
     text = events.Tensors("validation/prompts/text_summary")[-1].tensor_proto.string_val[0].decode()
     assert text.splitlines() == [f"{i}. {prompt}" for i, prompt in enumerate(shown, 1)]
-    assert not [tag for tag in events.Tags()["scalars"] if tag.startswith("heldout/")]
+    # No exact grades, but the director's held-out figure per category, inside its interval, each round.
+    categories = {run.world.category(p) for p in run.world.heldout}
+    assert {tag for tag in events.Tags()["scalars"] if tag.startswith("heldout/")} == {
+        f"heldout/{c}" for c in (*categories, "mean")}
+    for category in (*categories, "mean"):
+        rates, lows, highs = (scalars(events, f"{kind}/{category}") for kind in ("heldout", "heldout_low", "heldout_high"))
+        assert list(rates) == [0, 2]
+        assert all(lows[s] <= rates[s] <= highs[s] and 0 <= rates[s] <= 1 for s in rates)
     assert list(scalars(events, "round/teacher_win_rate")) == [2]
     logged = b"".join(path.read_bytes() for path in (tmp_path / "run" / "logs").rglob("*") if path.is_file())
     assert b"EVOLVEDIRECTOR_TEST_KEY" in logged and key.encode() not in logged

@@ -38,6 +38,12 @@ class Director(ABC):
     async def mutate(self, prompt: str) -> str:
         """One new prompt unrelated to this one, so the set keeps exploring."""
 
+    async def score(self, prompt: str, image: np.ndarray) -> float | None:
+        """P("Yes") that the image shows the prompt, read off a model's log-probabilities
+        (`mode: pointwise`), or None when there is no usable answer; backends without such a
+        model have none."""
+        return None
+
     async def categorize(self, prompt: str, categories: tuple[str, ...]) -> str | None:
         """Which of `categories` a new prompt belongs to (a mutation's, in the open world), or
         None when the director cannot tell; backends without a language model cannot."""

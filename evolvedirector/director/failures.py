@@ -60,7 +60,7 @@ class Unanswered:
 
 @dataclass
 class Tally:
-    """Calls made and calls failed, by operation (compare, expand, mutate, categorize) and kind."""
+    """Calls made and calls failed, by operation (compare, score, expand, mutate, categorize) and kind."""
 
     calls: Counter[str] = field(default_factory=Counter)
     failures: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -69,6 +69,14 @@ class Tally:
     def failed(self, operation: str, unanswered: Unanswered) -> None:
         self.failures[operation, unanswered.kind] += 1
         self.last_failure = unanswered.detail
+
+    def add(self, other: Tally, as_operation: str | None = None) -> None:
+        """Count `other`'s calls and failures here too, each under `as_operation` when given."""
+        for operation, count in other.calls.items():
+            self.calls[as_operation or operation] += count
+        for (operation, kind), count in other.failures.items():
+            self.failures[as_operation or operation, kind] += count
+        self.last_failure = other.last_failure or self.last_failure
 
     def by_kind(self) -> Counter[str]:
         kinds: Counter[str] = Counter()

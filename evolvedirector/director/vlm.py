@@ -136,8 +136,12 @@ class VLMDirector(Director):
 
     async def score(self, prompt: str, image: np.ndarray) -> float | None:
         """P("Yes") that the image shows the prompt, or None when the model gave no usable answer."""
+        self.tally.calls["score"] += 1
         score = await self._score(prompt, image)
-        return None if isinstance(score, Unanswered) else score
+        if isinstance(score, Unanswered):
+            self.tally.failed("score", score)
+            return None
+        return score
 
     async def _score(self, prompt: str, image: np.ndarray) -> float | Unanswered:
         picture = fit(image, self.config.panel_size)

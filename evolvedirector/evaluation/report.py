@@ -4,7 +4,8 @@ Rebuilt after every round and by `evolvedirector eval`, from what is on disk alo
 the content-addressed images, `eval/eval.json`), so it always shows what is committed. One static
 page, no scripts and nothing fetched from the network:
 - the rounds: set size, operations, refused proposals, teacher-win rate, teacher calls and spend,
-  held-out accuracy (where the world grades exactly);
+  held-out accuracy (where the world grades exactly), or the director's held-out figures with
+  their intervals (where it does not; loop/heldout.py);
 - the set by category, and the director's proposals the world refused, by reason;
 - the student against each teacher from the latest `evolvedirector eval` (director win rates with
   bootstrap intervals, accuracy per category, Fréchet distances) and a grid of its images;
@@ -55,6 +56,33 @@ def accuracy_columns(rounds: list[dict]) -> list[str]:
     return [*seen, "mean"] if seen else []
 
 
+def judged_columns(rounds: list[dict]) -> list[str]:
+    """Where the director measured the held-out prompts (loop/heldout.py): its categories, then "mean"."""
+    seen = dict.fromkeys(k for r in rounds for k in r["metrics"].get("director_heldout", {}).get("categories", {})
+                         if k != "mean")
+    return [*seen, "mean"] if seen else []
+
+
+def judged_measure(rounds: list[dict]) -> str:
+    return next((r["metrics"]["director_heldout"]["measure"] for r in reversed(rounds)
+                 if r["metrics"].get("director_heldout")), "")
+
+
+def _plot_judged(ax, rounds: list[dict]) -> None:
+    """A curve per category of the director's held-out figure, the mean's 95% interval shaded."""
+    for category in judged_columns(rounds):
+        cells = [(r["round"], r["metrics"]["director_heldout"]["categories"][category]) for r in rounds
+                 if category in r["metrics"].get("director_heldout", {}).get("categories", {})]
+        x = [round for round, _ in cells]
+        line, = ax.plot(x, [c["rate"] for _, c in cells], marker="o", linewidth=2.5 if category == "mean" else 1.0,
+                        label=category)
+        if category == "mean":  # each category's interval is in the rounds table; shading them all hides the lines
+            ax.fill_between(x, [c["low"] for _, c in cells], [c["high"] for _, c in cells], color=line.get_color(),
+                            alpha=0.2)
+    measure = judged_measure(rounds).replace("win rate against the best teacher", "win rate vs best teacher")
+    ax.set_title(f"held-out (director): {measure}", fontsize="medium")
+
+
 def plot_rounds(rounds: list[dict], path: Path) -> None:
     x = [r["round"] for r in rounds]
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), constrained_layout=True)
@@ -92,9 +120,11 @@ def plot_rounds(rounds: list[dict], path: Path) -> None:
             ax.plot(x, values, marker="o", linewidth=2.5 if domain == "mean" else 1.2, label=domain)
     ax.set_ylim(0, 1)
     ax.set_title("held-out accuracy" if accuracy_columns(rounds) else "held-out accuracy (no exact rules here)")
+    if not accuracy_columns(rounds) and judged_columns(rounds):
+        _plot_judged(ax, rounds)
     ax.set_xlabel("round")
     if ax.get_legend_handles_labels()[0]:  # runs without per-round evaluation have no series
-        ax.legend()
+        ax.legend(fontsize="small", ncol=2 if len(ax.get_legend_handles_labels()[0]) > 6 else 1)
 
     for ax in axes.flat:  # rounds are whole numbers
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -183,9 +213,11 @@ def _rounds_section(rounds: list[dict], refused: dict[int, int], spend: str,
                     director_failures: dict[int, dict[str, int]]) -> str:
     rows = []
     columns = accuracy_columns(rounds)
+    judged = judged_columns(rounds)
     previous_calls, previous_dollars = 0, 0.0
     for r in rounds:
         accuracy = r["metrics"].get("accuracy", {})
+        figures = r["metrics"].get("director_heldout", {}).get("categories", {})
         calls, dollars = r["metrics"].get("calls", 0), r["metrics"].get("dollars", 0.0)
         rows.append([
             r["round"], r["set_size"], r["added"], r["deleted"], r["mutated"], refused.get(r["round"], 0), r["judged"],
@@ -193,16 +225,20 @@ def _rounds_section(rounds: list[dict], refused: dict[int, int], spend: str,
             describe_kinds(director_failures.get(r["round"], {})) or "-",
             calls - previous_calls, f"{dollars - previous_dollars:.2f}", calls, f"{dollars:.2f}", r["train_step"],
             *(f"{accuracy[d]:.2f}" if d in accuracy else "-" for d in columns),
+            *(format_rate(figures[c]) if c in figures else "-" for c in judged),
         ])
         previous_calls, previous_dollars = calls, dollars
     return "<h2>Rounds</h2>" + _table(
         ["round", "set", "added", "deleted", "mutated", "refused", "judged", "teacher-win", "director failed",
          "calls", "spend $",
-         "calls total", "spend $ total", "step", *columns], rows,
+         "calls total", "spend $ total", "step", *columns, *(f"held-out {c}" for c in judged)], rows,
     ) + ('<p class="note">Calls and spend of a round include teacher images bought by evaluations '
          "made since the round before. Judged counts usable verdicts only; a director call with no usable "
          "answer is counted under director failed, by kind, and changes nothing in the set.</p>"
-         ) + f"<p>Teacher spend so far: {html.escape(spend)}.</p>"
+         ) + (f'<p class="note">Held-out columns: the director\'s {html.escape(judged_measure(rounds))} on a '
+              "fixed sample of held-out prompts, with a 95% bootstrap interval over prompts (the world has no "
+              "exact rules). The reference images of a win rate were bought once, in the spend above.</p>"
+              if judged else "") + f"<p>Teacher spend so far: {html.escape(spend)}.</p>"
 
 
 def _categories_section(samples: Iterable[Sample], refusals: list[dict]) -> str:

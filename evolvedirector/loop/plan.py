@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from evolvedirector.config import RunConfig
+from evolvedirector.loop import heldout
 
 
 @dataclass(frozen=True)
@@ -108,13 +109,36 @@ def plan_line(config: RunConfig, first_round: int, measured: Measured, set_size:
             f"{minutes(total)} on this machine ({measuredly})")
 
 
+def judging_line(config: RunConfig, prompts: int, references_needed: int, measured: Measured) -> str:
+    """What the director's held-out measure (loop/heldout.py) costs: its calls each round, the
+    teacher images still to buy for it (once), and the student's renders for it."""
+    render = prompts * config.student.sample_steps * measured.render_seconds
+    if heldout.measure_of(config) == heldout.P_YES:
+        calls = f"{prompts} director calls a round"
+    else:
+        teachers = config.teachers
+        dollars = references_needed * sum(t.cost_per_image for t in teachers)
+        selections = f" and {references_needed * (len(teachers) - 1)} director selections" if len(teachers) > 1 else ""
+        calls = (f"{prompts} director calls a round; the best teacher image of each is bought once: "
+                 f"{references_needed * len(teachers)} teacher calls (${dollars:.2f}){selections} still to make")
+    return (f"held-out: the director judges {prompts} held-out prompts each round ({heldout.measure_of(config)}; "
+            f"evolve.heldout_judged {config.evolve.heldout_judged} per category, 0 turns it off): {calls}, "
+            f"and {minutes(render)} of the student's renders a round plus the director's time")
+
+
 def first_line(config: RunConfig, round: int, world, store, trainer, student) -> tuple[str, list[float]]:
-    """The plan line of a run whose next round is `round`, and its round_estimates (for time_left)."""
-    heldout = len(world.heldout) if world.graded else 0
+    """The plan line of a run whose next round is `round` (and, where the director measures the
+    held-out prompts, a line saying what that costs), and its round_estimates (for time_left)."""
+    judged = heldout.judged_prompts(config, world)
+    heldout_renders = len(world.heldout) if world.graded else len(judged)
     set_size = len(store.active_samples()) or config.evolve.seed_prompts
-    measured = measure(trainer, student, prompts=max(heldout, 1))
-    estimates = round_estimates(config, round, measured, set_size, heldout)
-    return plan_line(config, round, measured, set_size, heldout), estimates
+    measured = measure(trainer, student, prompts=max(heldout_renders, 1))
+    estimates = round_estimates(config, round, measured, set_size, heldout_renders)
+    line = plan_line(config, round, measured, set_size, heldout_renders)
+    if judged:
+        known = store.heldout_references()
+        line += "\n" + judging_line(config, len(judged), sum(p not in known for p in judged), measured)
+    return line, estimates
 
 
 def time_left(config: RunConfig, round: int, durations: list[float], estimates: list[float] | None = None) -> str:

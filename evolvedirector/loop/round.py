@@ -14,7 +14,8 @@ propose  the director writes the expansions and mutations
 place    every proposal goes through the world: accepted, or refused with a reason (kept in the store)
 buy      teacher images for the new prompts (several teachers: the director picks the best)
              every teacher failed every call and nothing was bought -> stop; the round is not committed
-measure  the student draws the held-out prompts, graded where the world grades exactly
+measure  the student draws the held-out prompts, graded where the world grades exactly; where it
+             does not, the director judges a fixed sample of them (loop/heldout.py)
 commit   D_{r+1}, every verdict, refusal and its lineage, the checkpoint and metrics, in one transaction
 (each stage's director calls and every purchase are in flight at once)
 ```
@@ -35,7 +36,7 @@ from rich.console import Console
 from evolvedirector.config import RunConfig
 from evolvedirector.director import Director
 from evolvedirector.director.failures import Tally
-from evolvedirector.loop import stages, tracking
+from evolvedirector.loop import heldout, stages, tracking
 from evolvedirector.loop.acquire import Proposal, buy_and_select
 from evolvedirector.loop.background import BackgroundTrainer
 from evolvedirector.loop.console import RoundSummary, progress_bar
@@ -79,6 +80,7 @@ async def seed_round(ctx: RoundContext) -> RoundSummary:
     new_samples = await _buy(ctx, proposals, round=0, rng=rng)
     edits = Edits(new_samples=new_samples, director=stages.round_tally(Tally(), ctx.director.take_tally()))
     validation = stages.measure(ctx.student, ctx.world, ctx.config, ctx.tracking.on)
+    validation.judged = await _judge_heldout(ctx, ctx.student, 0)
     return stages.commit(ctx.store, ctx.folder, ctx.tracking, 0, started, edits, validation, None, Trained())
 
 
@@ -94,6 +96,7 @@ async def run_round(ctx: RoundContext, round: int) -> RoundSummary:
                     label=f"round {round}", version=ctx.store.last_round())
     edits = await direct(ctx, round, rng, active, ctx.student)
     validation = stages.measure(ctx.student, ctx.world, ctx.config, ctx.tracking.on)
+    validation.judged = await _judge_heldout(ctx, ctx.student, round)
     checkpoint = ctx.folder.save_checkpoint(ctx.trainer, round)
     return stages.commit(ctx.store, ctx.folder, ctx.tracking, round, started, edits, validation, checkpoint, trained)
 
@@ -125,6 +128,7 @@ async def overlapped_round(ctx: RoundContext, round: int, training: BackgroundTr
     edits = await direct(ctx, round, rng, active, snapshot)
     captured = await training.capture()  # the trainer's state now is the round's checkpoint
     validation = stages.measure(captured.student, ctx.world, ctx.config, ctx.tracking.on)
+    validation.judged = await _judge_heldout(ctx, captured.student, round)
     checkpoint = ctx.folder.save_checkpoint(ctx.trainer, round, state=captured.state)
     summary = stages.commit(ctx.store, ctx.folder, ctx.tracking, round, started, edits, validation, checkpoint,
                             captured.trained)
@@ -156,6 +160,15 @@ async def direct(ctx: RoundContext, round: int, rng: random.Random, active: list
     return Edits(verdicts=decided.verdicts, deleted=decided.deleted, refusals=placed.refusals,
                  unjudged=decided.unjudged, new_samples=new_samples,
                  director=stages.round_tally(judging, ctx.director.take_tally()))
+
+
+async def _judge_heldout(ctx: RoundContext, student, round: int) -> heldout.Judged | None:
+    """Where the world has no exact rules: the director's judgement of the student on held-out
+    prompts (loop/heldout.py), after the round's other director calls are tallied."""
+    return await heldout.judge_heldout(
+        heldout.judged_prompts(ctx.config, ctx.world), student, round, config=ctx.config, world=ctx.world,
+        director=ctx.director, store=ctx.store, ledger=ctx.ledger, teachers=ctx.teachers, images=ctx.images,
+        console=ctx.console)
 
 
 async def _buy(ctx: RoundContext, proposals: list[Proposal], *, round: int, rng: random.Random) -> list:

@@ -25,6 +25,7 @@ from evolvedirector.director.failures import Tally
 from evolvedirector.loop import tracking
 from evolvedirector.loop.acquire import Proposal
 from evolvedirector.loop.console import RoundSummary
+from evolvedirector.loop.heldout import Judged
 from evolvedirector.loop.run_folder import RunFolder
 from evolvedirector.loop.training import Trained
 from evolvedirector.store import ImageStore, RefusalRecord, RoundRecord, Sample, Store, VerdictRecord
@@ -217,11 +218,13 @@ async def place(world: World, director: Director, asks: list[Ask], replies: list
 
 @dataclass
 class Validation:
-    """The validation prompts as the student drew them, and their held-out accuracy where graded."""
+    """The validation prompts as the student drew them, and their held-out accuracy where graded;
+    where not, the director's judgement of held-out prompts (loop/heldout.py), once made."""
 
     prompts: list[str]
     renders: list[np.ndarray]
     accuracy: dict[str, float]
+    judged: Judged | None = None
 
 
 def measure(student, world: World, config: RunConfig, tracking_on: bool) -> Validation:
@@ -269,12 +272,18 @@ def commit(store: Store, folder: RunFolder, tracker: tracking.Tracking, round: i
            validation: Validation, checkpoint: str | None, trained: Trained) -> RoundSummary:
     """The round's edits, checkpoint and metrics in one transaction; then `latest` names its
     checkpoint, the trackers log it, and its summary line is made."""
+    judged = validation.judged
+    if judged is not None:  # its director calls are the round's too
+        edits.director.add(judged.tally)
     calls, dollars = store.spend()
+    metrics = {"accuracy": validation.accuracy, "loss": trained.loss, "calls": calls, "dollars": dollars}
+    if judged is not None:
+        metrics["director_heldout"] = judged.metrics
     store.commit_round(RoundRecord(
         round=round, started_at=started, new_samples=edits.new_samples, deleted_ids=edits.deleted,
         verdicts=edits.verdicts, refusals=edits.refusals, director_failures=dict(edits.director.failures),
-        unjudged=edits.unjudged, train_step=trained.step, checkpoint=checkpoint,
-        metrics={"accuracy": validation.accuracy, "loss": trained.loss, "calls": calls, "dollars": dollars},
+        unjudged=edits.unjudged, heldout_references=[] if judged is None else judged.references,
+        train_step=trained.step, checkpoint=checkpoint, metrics=metrics,
     ))
     if checkpoint is not None:
         folder.point_latest_at(checkpoint)
@@ -286,4 +295,5 @@ def commit(store: Store, folder: RunFolder, tracker: tracking.Tracking, round: i
         added=row["added"], deleted=row["deleted"], mutated=row["mutated"], refused=len(edits.refusals), calls=calls,
         dollars=dollars, seconds=time.time() - started, accuracy=validation.accuracy, loss=trained.loss,
         director=edits.director, steps=trained.steps, train_seconds=trained.train_seconds,
+        director_heldout=metrics.get("director_heldout", {}),
     )

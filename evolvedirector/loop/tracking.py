@@ -7,7 +7,8 @@ with the run's config (the dump saved as config.yaml, which holds no secrets), a
 round's row is logged at the round's last training step (0 for the seed round; in the
 asynchronous loop, whose trainer trains on meanwhile, at the latest step logged if that is
 later): set size, teacher-win rate, operations, refused proposals, teacher calls and spend, mean
-loss, held-out accuracy, and a grid of the validation prompts drawn at the run's seed. Steps are the trainer's
+loss, held-out accuracy (or, where the world has no exact rules, the director's held-out figures
+with their intervals, loop/heldout.py), and a grid of the validation prompts drawn at the run's seed. Steps are the trainer's
 global step, so they keep rising across rounds and resumes; a resumed run's TensorBoard writer
 hides what a crash left past the last committed round (`purge_step`).
 """
@@ -127,6 +128,10 @@ class Tracking:
         if metrics.get("loss") is not None:
             values["round/mean_loss"] = metrics["loss"]
         values.update({f"heldout/{category}": value for category, value in metrics.get("accuracy", {}).items()})
+        # Where the world has no exact rules: the director's figure, and its 95% interval.
+        for category, cell in metrics.get("director_heldout", {}).get("categories", {}).items():
+            values.update({f"heldout/{category}": cell["rate"], f"heldout_low/{category}": cell["low"],
+                           f"heldout_high/{category}": cell["high"]})
         if renders:
             shown = renders[:GRID_IMAGES]
             grid = tile(shown)

@@ -20,6 +20,10 @@ These tables tell the whole story of a run:
   stored as a verdict, and causes no action: its sample stays in the set.
 - `unjudged`: the samples of a round that got no usable verdict, and why; the next round judges
   them again (on top of its random share).
+- `heldout_references`: where the world has no exact rules and the director measures the student
+  by its win rate (loop/heldout.py), the best teacher image of each held-out prompt it judges,
+  chosen once, committed with the round that bought it. Held-out prompts are never trained on:
+  their images are in no table of the set.
 - `ab_votes`: blind human preferences from the A/B page (`evolvedirector ab`): for one prompt,
   the student's image against one teacher's, which side the student was shown on, and the choice.
 
@@ -131,6 +135,12 @@ CREATE TABLE IF NOT EXISTS unjudged (
     kind TEXT NOT NULL,
     PRIMARY KEY (round, sample_id)
 );
+CREATE TABLE IF NOT EXISTS heldout_references (
+    prompt TEXT PRIMARY KEY,
+    teacher TEXT NOT NULL,
+    image_hash TEXT NOT NULL,
+    round INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS ab_votes (
     id INTEGER PRIMARY KEY,
     created_at REAL NOT NULL,
@@ -203,6 +213,8 @@ class RoundRecord:
     # (operation, kind) -> director calls that got no usable answer this round
     director_failures: dict[tuple[str, str], int] = field(default_factory=dict)
     unjudged: list[tuple[int, str]] = field(default_factory=list)  # (sample id, failure kind): no usable verdict
+    # (held-out prompt, teacher, image hash): best teacher images chosen this round (loop/heldout.py)
+    heldout_references: list[tuple[str, str, str]] = field(default_factory=list)
     train_step: int = 0
     checkpoint: str | None = None
     metrics: dict = field(default_factory=dict)
@@ -366,6 +378,11 @@ class Store:
             wins.setdefault(row["domain"], {})[row["teacher"]] = row["n"]
         return wins
 
+    def heldout_references(self) -> dict[str, tuple[str, str]]:
+        """held-out prompt -> (teacher, image hash) of the best teacher image chosen for it."""
+        rows = self.conn.execute("SELECT prompt, teacher, image_hash FROM heldout_references").fetchall()
+        return {row["prompt"]: (row["teacher"], row["image_hash"]) for row in rows}
+
     def commit_round(self, record: RoundRecord) -> None:
         """Write a whole round in one transaction: a crash leaves the old version or the new one."""
         with self._transaction():
@@ -409,6 +426,12 @@ class Store:
                 self.conn.execute(
                     "INSERT INTO director_failures (round, operation, kind, count) VALUES (?, ?, ?, ?)",
                     (record.round, operation, kind, count),
+                )
+            for prompt, teacher, image_hash in record.heldout_references:
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO heldout_references (prompt, teacher, image_hash, round)"
+                    " VALUES (?, ?, ?, ?)",
+                    (prompt, teacher, image_hash, record.round),
                 )
             set_size = self.conn.execute(
                 "SELECT COUNT(*) AS n FROM samples WHERE round_deleted IS NULL"
