@@ -230,8 +230,8 @@ def status(run_dir: Path = typer.Argument(..., help="a run folder")) -> None:
         from evolvedirector.loop.console import describe_judged
 
         judged = last["metrics"]["director_heldout"]
-        console.print(f"round {last['round']}: " + describe_judged(judged, tuple(c for c in judged["categories"] if c != "mean")),
-                      highlight=False, soft_wrap=True)
+        categories = tuple(c for c in judged["categories"] if c != "mean")
+        console.print(f"round {last['round']}: " + describe_judged(judged, categories), highlight=False, soft_wrap=True)
 
 
 def _latest_student(run_dir: Path):

@@ -11,6 +11,7 @@ fix, not a run to go on with.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 AUTH = "auth"  # 401 / 403: the key or the account; no retry will help
@@ -70,12 +71,12 @@ class Tally:
         self.failures[operation, unanswered.kind] += 1
         self.last_failure = unanswered.detail
 
-    def add(self, other: Tally, as_operation: str | None = None) -> None:
-        """Count `other`'s calls and failures here too, each under `as_operation` when given."""
+    def add(self, other: Tally, rename: Callable[[str], str] = lambda operation: operation) -> None:
+        """Count `other`'s calls and failures here too, each operation under `rename(operation)`."""
         for operation, count in other.calls.items():
-            self.calls[as_operation or operation] += count
+            self.calls[rename(operation)] += count
         for (operation, kind), count in other.failures.items():
-            self.failures[as_operation or operation, kind] += count
+            self.failures[rename(operation), kind] += count
         self.last_failure = other.last_failure or self.last_failure
 
     def by_kind(self) -> Counter[str]:

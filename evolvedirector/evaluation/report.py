@@ -50,17 +50,25 @@ class Raw(str):
     """HTML that is already escaped (an image tag, a link), put into a table as it is."""
 
 
+def _columns(figures: Iterable[dict]) -> list[str]:
+    """The categories of per-round figures, in the order they first appear (the world's), then "mean"."""
+    seen = dict.fromkeys(k for f in figures for k in f if k != "mean")
+    return [*seen, "mean"] if seen else []
+
+
+def judged_figures(row: dict) -> dict:
+    """A round's director held-out figures by category (loop/heldout.py); empty where none were made."""
+    return row["metrics"].get("director_heldout", {}).get("categories", {})
+
+
 def accuracy_columns(rounds: list[dict]) -> list[str]:
     """The categories held-out accuracy was graded in, in the world's order, then "mean"."""
-    seen = dict.fromkeys(k for r in rounds for k in r["metrics"].get("accuracy", {}) if k != "mean")
-    return [*seen, "mean"] if seen else []
+    return _columns(r["metrics"].get("accuracy", {}) for r in rounds)
 
 
 def judged_columns(rounds: list[dict]) -> list[str]:
-    """Where the director measured the held-out prompts (loop/heldout.py): its categories, then "mean"."""
-    seen = dict.fromkeys(k for r in rounds for k in r["metrics"].get("director_heldout", {}).get("categories", {})
-                         if k != "mean")
-    return [*seen, "mean"] if seen else []
+    """Where the director measured the held-out prompts: its categories, then "mean"."""
+    return _columns(judged_figures(r) for r in rounds)
 
 
 def judged_measure(rounds: list[dict]) -> str:
@@ -71,8 +79,7 @@ def judged_measure(rounds: list[dict]) -> str:
 def _plot_judged(ax, rounds: list[dict]) -> None:
     """A curve per category of the director's held-out figure, the mean's 95% interval shaded."""
     for category in judged_columns(rounds):
-        cells = [(r["round"], r["metrics"]["director_heldout"]["categories"][category]) for r in rounds
-                 if category in r["metrics"].get("director_heldout", {}).get("categories", {})]
+        cells = [(r["round"], judged_figures(r)[category]) for r in rounds if category in judged_figures(r)]
         x = [round for round, _ in cells]
         line, = ax.plot(x, [c["rate"] for _, c in cells], marker="o", linewidth=2.5 if category == "mean" else 1.0,
                         label=category)
@@ -217,7 +224,7 @@ def _rounds_section(rounds: list[dict], refused: dict[int, int], spend: str,
     previous_calls, previous_dollars = 0, 0.0
     for r in rounds:
         accuracy = r["metrics"].get("accuracy", {})
-        figures = r["metrics"].get("director_heldout", {}).get("categories", {})
+        figures = judged_figures(r)
         calls, dollars = r["metrics"].get("calls", 0), r["metrics"].get("dollars", 0.0)
         rows.append([
             r["round"], r["set_size"], r["added"], r["deleted"], r["mutated"], refused.get(r["round"], 0), r["judged"],

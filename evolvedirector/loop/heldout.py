@@ -101,7 +101,7 @@ async def judge_heldout(prompts: list[str], student, round: int, *, config: RunC
 
         values = await asyncio.gather(*(one(p, image) for p, image in zip(prompts, renders)))
     tally = Tally()
-    tally.add(director.take_tally(), as_operation=OPERATION)
+    tally.add(director.take_tally(), rename=lambda _operation: OPERATION)
     by_category: dict[str, list[float]] = {}
     for prompt, value in zip(prompts, values):
         if value is not None:

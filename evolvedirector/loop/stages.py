@@ -259,12 +259,9 @@ class Edits:
 def round_tally(judging: Tally, after: Tally) -> Tally:
     """The round's director calls in one tally, its comparisons named for what they decided:
     `judge` (student against teacher) while judging, `select` (the best teacher image) after."""
-    tally = Tally(last_failure=after.last_failure or judging.last_failure)
-    for part, compare in ((judging, "judge"), (after, "select")):
-        for operation, count in part.calls.items():
-            tally.calls[compare if operation == "compare" else operation] += count
-        for (operation, kind), count in part.failures.items():
-            tally.failures[compare if operation == "compare" else operation, kind] += count
+    tally = Tally()
+    tally.add(judging, rename=lambda operation: "judge" if operation == "compare" else operation)
+    tally.add(after, rename=lambda operation: "select" if operation == "compare" else operation)
     return tally
 
 

@@ -8,9 +8,10 @@ round's row is logged at the round's last training step (0 for the seed round; i
 asynchronous loop, whose trainer trains on meanwhile, at the latest step logged if that is
 later): set size, teacher-win rate, operations, refused proposals, teacher calls and spend, mean
 loss, held-out accuracy (or, where the world has no exact rules, the director's held-out figures
-with their intervals, loop/heldout.py), and a grid of the validation prompts drawn at the run's seed. Steps are the trainer's
-global step, so they keep rising across rounds and resumes; a resumed run's TensorBoard writer
-hides what a crash left past the last committed round (`purge_step`).
+with their intervals, loop/heldout.py), and a grid of the validation prompts drawn at the run's
+seed. Steps are the trainer's global step, so they keep rising across rounds and resumes; a
+resumed run's TensorBoard writer hides what a crash left past the last committed round
+(`purge_step`).
 """
 
 from __future__ import annotations
