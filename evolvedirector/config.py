@@ -27,6 +27,7 @@ from pydantic import (
 import evolvedirector.worlds  # noqa: F401
 from evolvedirector.credentials import check_no_secret_fields, check_url, check_variable_name, looks_like_a_key
 from evolvedirector.director import templates as director_templates
+from evolvedirector.teachers.presets import expand_preset
 
 
 def _w_by_h(text: str) -> str:
@@ -173,10 +174,21 @@ class OpenAITeacherConfig(RemoteTeacherBase):
         description="the sizes the API draws; an aspect-bucket request asks for the one closest to the bucket's "
         "aspect (these are gpt-image-1's; dall-e-3's are 1024x1024, 1792x1024, 1024x1792)",
     )
-    response_format: Literal["b64_json", "url"] | None = Field(
-        None, description="dall-e-3 only (gpt-image-1 always answers base64); None: the API's default"
+    response_format: Literal["b64_json", "url", "base64"] | None = Field(
+        None, description="dall-e-3, Recraft: b64_json or url; Together: base64 or url (gpt-image-1 always answers "
+        "base64); None: the API's default"
     )
     quality: str | None = None
+    size_fields: Literal["size", "width_height"] = Field(
+        "size", description="size: one `size` field WIDTHxHEIGHT (OpenAI, Recraft); width_height: integer `width` "
+        "and `height` fields (Together), a bucket then drawn at its own aspect at default_size's area"
+    )
+    seed_field: str | None = Field(None, description="the request field that takes the seed (Together: seed); "
+                                   "None: the API has none")
+    probe_path: str | None = Field(
+        "/models", description="GET base_url + this costs nothing and needs the key: `evolvedirector check` "
+        "calls it (Recraft: /users/me); None: no free call"
+    )
     extra: dict[str, JsonValue] = Field({}, description="more request fields, e.g. style, moderation, background")
 
     _no_secrets = field_validator("extra")(check_no_secret_fields)
@@ -213,6 +225,10 @@ class QueueTeacherConfig(RemoteTeacherBase):
     )
     image_field: str = Field("images.0.url", description="the image in the result: a URL, data: URI or base64")
     error_field: str = "error"
+    refusal_field: str | None = Field(
+        None, description="a result field that, when true, says the provider's safety checker withheld the image "
+        "(fal: has_nsfw_concepts.0): a billed refusal, never trained on"
+    )
     idempotency_header: str | None = Field(
         None, description="header that carries the ledger's key, if the API deduplicates submits by it"
     )
@@ -242,6 +258,144 @@ class QueueTeacherConfig(RemoteTeacherBase):
         return prefix
 
 
+def _ratio(text: str) -> str:
+    if not re.fullmatch(r"[1-9]\d*:[1-9]\d*", text.strip()):
+        raise ValueError(f"aspect ratio {text!r} is not WIDTH:HEIGHT, e.g. 16:9")
+    return text.strip()
+
+
+AspectRatio = Annotated[str, AfterValidator(_ratio)]  # an aspect ratio as image APIs spell it: 16:9
+
+
+class AspectRatioTeacherBase(RemoteTeacherBase):
+    """An API that is asked for an aspect ratio from a list, not for pixels (each backend's default
+    list is the provider's own, as documented); a square request asks for 1:1, a bucket for the
+    ratio nearest its shape."""
+
+    aspect_ratios: list[AspectRatio] = Field(min_length=1, description="the ratios the model draws")
+
+
+class PollingTeacherBase(RemoteTeacherBase):
+    """An API that accepts a job and is polled for it."""
+
+    poll_interval_s: float = Field(1.0, gt=0, description="seconds between polls of one job")
+    job_timeout_s: float = Field(600.0, gt=0, description="stop polling after this; the call stays pending")
+
+
+class BFLTeacherConfig(PollingTeacherBase):
+    """Black Forest Labs' FLUX API: POST base_url/v1/<model>, then poll the polling_url it answers."""
+
+    backend: Literal["bfl"]
+    model: str = Field("flux-pro-1.1", pattern=r"^[a-z0-9][a-z0-9.-]*$",
+                       description="the endpoint under /v1 (one that takes width and height): flux-pro-1.1, flux-dev, ...")
+    base_url: str = "https://api.bfl.ai"
+    api_key_env: str | None = Field("BFL_API_KEY", description="NAME of the variable holding the key (sent as x-key)")
+    concurrency: int = Field(24, ge=1, description="tasks in flight at once (BFL allows 24 per account)")
+    sizes: dict[int, WxH] = Field({}, description="requested side -> WIDTHxHEIGHT asked for")
+    default_size: WxH = Field("1024x1024", description="WIDTHxHEIGHT for sides not in `sizes`; a bucket keeps its area")
+    size_multiple: int = Field(32, ge=1, description="width and height are rounded to multiples of this (the API "
+                               "reference asks for multiples of 32; a model documented at 16 takes them too)")
+    min_side: int = Field(256, ge=16, description="smallest width or height the model takes")
+    max_side: int = Field(1440, ge=16, description="largest width or height the model takes")
+    poll_interval_s: float = Field(0.5, gt=0, description="seconds between polls of one task")
+    body: dict[str, JsonValue] = Field({}, description="more request fields: safety_tolerance, output_format, ...")
+
+    _no_secrets = field_validator("body")(check_no_secret_fields)
+
+
+class ReplicateTeacherConfig(AspectRatioTeacherBase, PollingTeacherBase):
+    """Replicate predictions: created with `Prefer: wait`, polled by id when they take longer."""
+
+    backend: Literal["replicate"]
+    # One path segment each (they go into /models/{owner}/{name}/predictions); a version is hex.
+    model: str = Field("black-forest-labs/flux-schnell",
+                       pattern=r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(:[0-9a-f]+)?$",
+                       description="owner/name of an official model, or owner/name:version of any other")
+    base_url: str = "https://api.replicate.com/v1"
+    api_key_env: str | None = Field("REPLICATE_API_TOKEN", description="NAME of the variable holding the token")
+    rate_limit_rpm: float | None = Field(600, gt=0, description="predictions created per minute (Replicate allows 600)")
+    concurrency: int = Field(16, ge=1, description="calls in flight at once (Replicate documents no cap; "
+                             "the create limit binds)")
+    aspect_ratios: list[AspectRatio] = Field(
+        ["1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"], min_length=1,
+        description="the model's aspect_ratio values (these are flux-schnell's)")
+    wait_s: int = Field(60, ge=1, le=60, description="Prefer: wait=N, seconds the create call may hold the answer")
+    input: dict[str, JsonValue] = Field({}, description="more model inputs: output_format, num_inference_steps, ...")
+
+    _no_secrets = field_validator("input")(check_no_secret_fields)
+
+    @model_validator(mode="after")
+    def _timeout_outlasts_the_wait(self):
+        # A create call that holds its answer wait_s seconds must not time out first: the prediction
+        # would exist (and bill) while we retried the create.
+        if self.timeout_s <= self.wait_s:
+            raise ValueError(f"timeout_s ({self.timeout_s:g}) must exceed wait_s ({self.wait_s}), "
+                             "which the create call may hold its answer")
+        return self
+
+
+class StabilityTeacherConfig(AspectRatioTeacherBase):
+    """Stability AI's stable-image API: one multipart POST, the image bytes in the answer."""
+
+    backend: Literal["stability"]
+    model: Literal["core", "ultra", "sd3"] = Field(
+        "core", description="the v2beta stable-image/generate endpoint: core, ultra or sd3")
+    base_url: str = "https://api.stability.ai"
+    api_key_env: str | None = Field("STABILITY_API_KEY", description="NAME of the variable holding the key")
+    # The documented limit is 150 requests in 10 s (900 a minute) for the whole key; a little under
+    # it, since the preflight and other tools on the same key count too.
+    rate_limit_rpm: float | None = Field(840.0, gt=0, description="generations asked for per minute")
+    concurrency: int = Field(16, ge=1, description="calls in flight at once (no documented cap; the rate limit binds)")
+    rate_limit_wait_s: float = Field(
+        60.0, ge=0, description="wait after a 429 without Retry-After: the documented 60 s time-out")
+    aspect_ratios: list[AspectRatio] = Field(
+        ["1:1", "16:9", "21:9", "2:3", "3:2", "4:5", "5:4", "9:16", "9:21"], min_length=1,
+        description="the endpoint's aspect_ratio values")
+    form: dict[str, JsonValue] = Field({}, description="more form fields: output_format, negative_prompt, "
+                                       "style_preset, model (sd3: sd3.5-large, ...)")
+
+    _no_secrets = field_validator("form")(check_no_secret_fields)
+
+
+class GeminiTeacherConfig(AspectRatioTeacherBase):
+    """Gemini image models through generateContent; the image comes back inline as base64."""
+
+    backend: Literal["gemini"]
+    model: str = "gemini-2.5-flash-image"
+    base_url: str = "https://generativelanguage.googleapis.com/v1beta"
+    api_key_env: str | None = Field("GEMINI_API_KEY", description="NAME of the variable holding the key "
+                                    "(sent as x-goog-api-key)")
+    # Limits are per project and tier (AI Studio shows a project's own); these are Tier 1's for
+    # gemini-2.5-flash-image: 500 requests a minute, 2,000 a day.
+    rate_limit_rpm: float | None = Field(500.0, gt=0, description="generations asked for per minute")
+    concurrency: int = Field(16, ge=1, description="calls in flight at once (an image takes about 10 s)")
+    aspect_ratios: list[AspectRatio] = Field(
+        ["1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9"], min_length=1,
+        description="imageConfig.aspectRatio values (these are gemini-2.5-flash-image's)")
+    generation_config: dict[str, JsonValue] = Field(
+        {}, description="more generationConfig fields, e.g. responseModalities, imageConfig.imageSize")
+
+    _no_secrets = field_validator("generation_config")(check_no_secret_fields)
+
+
+class ImagenTeacherConfig(AspectRatioTeacherBase):
+    """Imagen through the Gemini API's :predict."""
+
+    backend: Literal["imagen"]
+    model: str = "imagen-4.0-generate-001"
+    base_url: str = "https://generativelanguage.googleapis.com/v1beta"
+    api_key_env: str | None = Field("GEMINI_API_KEY", description="NAME of the variable holding the key "
+                                    "(sent as x-goog-api-key)")
+    # Tier 1's limits for Imagen 4 Standard and Fast: 10 requests a minute, 70 a day (Ultra: 5, 30).
+    rate_limit_rpm: float | None = Field(10.0, gt=0, description="generations asked for per minute")
+    concurrency: int = Field(2, ge=1, description="calls in flight at once")
+    aspect_ratios: list[AspectRatio] = Field(["1:1", "3:4", "4:3", "9:16", "16:9"], min_length=1,
+                                             description="parameters.aspectRatio values")
+    parameters: dict[str, JsonValue] = Field({}, description="more parameters: personGeneration, imageSize, ...")
+
+    _no_secrets = field_validator("parameters")(check_no_secret_fields)
+
+
 def _backend(entry) -> str:
     """Which model validates a teacher entry or the director: its `backend`, shapes when left out."""
     if isinstance(entry, dict):
@@ -255,6 +409,11 @@ AnyTeacherConfig = Annotated[
         Annotated[DiffusersTeacherConfig, Tag("diffusers")],
         Annotated[OpenAITeacherConfig, Tag("openai")],
         Annotated[QueueTeacherConfig, Tag("queue")],
+        Annotated[BFLTeacherConfig, Tag("bfl")],
+        Annotated[ReplicateTeacherConfig, Tag("replicate")],
+        Annotated[StabilityTeacherConfig, Tag("stability")],
+        Annotated[GeminiTeacherConfig, Tag("gemini")],
+        Annotated[ImagenTeacherConfig, Tag("imagen")],
     ],
     Discriminator(_backend),
 ]
@@ -588,6 +747,12 @@ class RunConfig(Section):
         "wandb, comet_ml, mlflow, ... log where their own settings say; [] or null: none"))
     log_project: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description=(
         "the trackers' project name, also the folder under OUT/logs (None: the run folder's name)"))
+
+    @field_validator("teachers", mode="before")
+    @classmethod
+    def _presets_expanded(cls, value):
+        # `backend: recraft` is the openai backend with Recraft's settings (teachers/presets.py).
+        return [expand_preset(entry) for entry in value] if isinstance(value, list) else value
 
     @field_validator("log_with", mode="before")
     @classmethod

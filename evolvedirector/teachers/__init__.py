@@ -4,7 +4,12 @@
 |-------------|-----------------------------------------------------------|-------------------------|
 | `diffusers` | a local DiffusionPipeline, one copy per device            | `diffusers_pipeline.py` |
 | `openai`    | the OpenAI images API (gpt-image-1, dall-e-3)             | `openai_images.py`      |
-| `queue`     | submit/poll/download APIs (fal, Replicate)                | `queue_http.py`         |
+| `queue`     | submit/poll/download APIs (fal, and the like)             | `queue_http.py`         |
+| `bfl`       | Black Forest Labs' FLUX API (submit, poll `polling_url`)   | `bfl.py`                |
+| `replicate` | Replicate predictions (`Prefer: wait`, then poll)          | `replicate.py`          |
+| `stability` | Stability AI's stable-image API (multipart, bytes back)    | `stability.py`          |
+| `gemini`    | Gemini image models (`generateContent`, inline base64)     | `gemini.py`             |
+| `imagen`    | Imagen on the Gemini API (`:predict`)                      | `imagen.py`             |
 
 A world adds its own: the shapes world registers `shapes`, its renderers (the embedded default),
 when it is imported (`../worlds/shapes/__init__.py`). Every backend is made the same way, from its
@@ -18,15 +23,25 @@ HTTP plumbing is in `http_client.py`, and the API key and retries in `evolvedire
 from typing import Callable
 
 from evolvedirector.teachers.base import CallContext, ImageRequest, ImageResult, Teacher, idempotency_key
+from evolvedirector.teachers.bfl import BFLTeacher
 from evolvedirector.teachers.diffusers_pipeline import DiffusersTeacher
+from evolvedirector.teachers.gemini import GeminiTeacher
+from evolvedirector.teachers.imagen import ImagenTeacher
 from evolvedirector.teachers.ledger import Ledger, Purchase
 from evolvedirector.teachers.openai_images import OpenAIImagesTeacher
 from evolvedirector.teachers.queue_http import QueueTeacher
+from evolvedirector.teachers.replicate import ReplicateTeacher
+from evolvedirector.teachers.stability import StabilityTeacher
 
 TEACHERS: dict[str, Callable[..., Teacher]] = {
     "diffusers": DiffusersTeacher,
     "openai": OpenAIImagesTeacher,
     "queue": QueueTeacher,
+    "bfl": BFLTeacher,
+    "replicate": ReplicateTeacher,
+    "stability": StabilityTeacher,
+    "gemini": GeminiTeacher,
+    "imagen": ImagenTeacher,
 }
 
 

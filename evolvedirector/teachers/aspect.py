@@ -42,3 +42,17 @@ def scale_to_area(bucket: tuple[int, int], area: float, grid: int = GRID) -> tup
     ratio = bucket_width / bucket_height
     width, height = math.sqrt(area * ratio), math.sqrt(area / ratio)
     return max(grid, round(width / grid) * grid), max(grid, round(height / grid) * grid)
+
+
+def ratio_size(ratio: str) -> tuple[int, int]:
+    """'16:9' -> (16, 9): a ratio read as a (width, height) size, to be compared by aspect."""
+    width, height = ratio.split(":")
+    return int(width), int(height)
+
+
+def closest_ratio(ratios: Iterable[str], bucket: tuple[int, int] | None) -> str:
+    """Of ratios like '16:9' (APIs that are asked for a ratio, not pixels), the one closest in
+    aspect to the bucket; a square request (no bucket) asks for the one closest to 1:1."""
+    ratios = list(ratios)
+    chosen = closest_by_aspect([ratio_size(r) for r in ratios], bucket or (1, 1))
+    return ratios[[ratio_size(r) for r in ratios].index(chosen)]

@@ -89,3 +89,10 @@ class Teacher(ABC):
         """One call on behalf of the ledger. Backends with request ids or faults override this."""
         [result] = await self.generate([request])
         return result
+
+    async def probe(self) -> str | None:
+        """The preflight of `evolvedirector check` (and of `run` as it starts): reach the teacher and
+        prove its credentials by the cheapest call that costs nothing (each backend documents which).
+        Returns what was checked, in a few words; None where the teacher has no such call; raises
+        `teachers.faults.Fault` when the check fails."""
+        return None

@@ -54,8 +54,10 @@ NOT_TRIED = "not_tried"
 RETRYABLE = frozenset({RATE_LIMITED, SERVER_ERROR, TIMEOUT, CONNECTION, CORRUPT_IMAGE, BAD_RESPONSE})
 
 # Words by which image APIs say "this prompt breaks our content policy" (OpenAI:
-# content_policy_violation, moderation_blocked, "safety system"; queue APIs: NSFW, safety checker).
-REFUSAL_MARKERS = ("content_policy", "content policy", "moderation", "safety", "nsfw")
+# content_policy_violation, moderation_blocked, "safety system"; queue APIs: NSFW, safety checker;
+# BFL: Request Moderated; Replicate: "flagged as sensitive").
+REFUSAL_MARKERS = ("content_policy", "content policy", "moderation", "moderated", "safety", "nsfw",
+                   "flagged as sensitive")
 
 
 class Fault(AttemptFailed):

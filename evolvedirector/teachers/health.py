@@ -7,6 +7,7 @@ A teacher is given up on for the rest of a round (`TeacherRound.given_up`) when
 
 - `CALLS_BEFORE_GIVING_UP` of its calls in a row failed this round, each past the retries it was
   owed (a 401, 402, 403 or 404 is never retried: it will not fix itself), or
+- one call failed because the account is out of credits (no later call could be paid), or
 - it has never answered in this run (this process) and, `SECONDS_BEFORE_GIVING_UP` after its first failed
   attempt, at least `ATTEMPTS_BEFORE_GIVING_UP` attempts have failed and none succeeded (a host
   that drops packets fails each attempt only at its connect timeout).
@@ -94,6 +95,8 @@ class TeacherRound:
             return
         self.failed += 1
         self.in_a_row += 1
+        if self.given_up is None and kind == OUT_OF_CREDITS:  # every call would be refused the same way
+            self.given_up = "its account is out of credits"
         if self.given_up is None and self.in_a_row >= CALLS_BEFORE_GIVING_UP:
             self.given_up = f"its last {self.in_a_row} calls failed"
         self._check_time()

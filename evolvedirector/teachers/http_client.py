@@ -22,7 +22,7 @@ from evolvedirector.http import GaveUp, RetryPolicy, read_api_key, with_retries
 from evolvedirector.teachers.base import CallContext, ImageRequest, ImageResult, Teacher, idempotency_key
 from evolvedirector.teachers.faults import BAD_RESPONSE, NOT_TRIED, Fault, check_response, transport_fault
 from evolvedirector.teachers.image_bytes import decode_base64_image, decode_image
-from evolvedirector.teachers.ratelimit import RateLimiter
+from evolvedirector.teachers.ratelimit import RateLimiter, window_wait
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,9 @@ class HttpTeacher(Teacher):
             if self._api_key and self._is_ours(url):
                 headers[self.auth_header] = self.auth_prefix + self._api_key
             response = await client.request(method, url, headers=headers, **kwargs)
-            check_response(response)
+            if (wait := window_wait(response.headers)) is not None:
+                self.limiter.pause(min(wait, self.retry_policy.max_backoff_s))  # the window is the teacher's
+            self.check_response(response)
         except httpx.TransportError as error:
             fault = transport_fault(error)
             raise Fault(fault.kind, self.redact(fault.message)) from None
@@ -116,9 +118,16 @@ class HttpTeacher(Teacher):
             raise Fault(BAD_RESPONSE, type(error).__name__, retryable=False) from None
         except Fault as fault:
             if fault.retry_after is not None:
-                self.limiter.pause(fault.retry_after)  # the limit is the teacher's, not this call's
+                # The limit is the teacher's, not this call's; a day's quota waits no longer than a retry would.
+                self.limiter.pause(min(fault.retry_after, self.retry_policy.max_backoff_s))
             raise Fault(fault.kind, self.redact(fault.message), retry_after=fault.retry_after) from None
         return response
+
+    def check_response(self, response: httpx.Response) -> None:
+        """Raise the Fault an answer means (`faults.check_response`). A backend whose provider says
+        more in its error bodies (out of credits behind a 400, a refusal, a wait in the body rather
+        than in Retry-After) reads them first, then falls back on this."""
+        check_response(response)
 
     @staticmethod
     def json_body(response: httpx.Response) -> dict:
@@ -145,6 +154,11 @@ class HttpTeacher(Teacher):
         if "://" in ref:  # file://, ftp://: an API has no business pointing there
             raise Fault(BAD_RESPONSE, f"image reference has an unsupported scheme: {ref.split('://')[0]!r}")
         return await asyncio.to_thread(decode_base64_image, ref)
+
+    async def probe_get(self, url: str) -> httpx.Response:
+        """One GET of `url` with the key, no retries: a preflight's free call (`Teacher.probe`)."""
+        async with self.session() as client:
+            return await self.request(client, "GET", url)
 
     # -- calls ----------------------------------------------------------------------------------
 

@@ -1,9 +1,10 @@
 """The OpenAI images API (`POST {base_url}/images/generations`): gpt-image-1, dall-e-3, or any
-server that speaks the same protocol.
+server that speaks the same protocol; Recraft and Together are presets of it (`presets.py`).
 
 One call is one HTTP request that returns the image, as base64 (gpt-image-1, and dall-e-3 with
-`response_format: b64_json`) or as a URL to download (dall-e-3's default). The API has no seed:
-the request's seed only tells apart images the ledger may buy for the same prompt.
+`response_format: b64_json`) or as a URL to download (dall-e-3's default). OpenAI's API has no
+seed: the request's seed only tells apart images the ledger may buy for the same prompt (an API
+that takes one names its field in `seed_field`).
 
 Billing: the provider bills a generation that answered 200, so no retry may follow one. Every
 generation carries the ledger's key in an Idempotency-Key header, for providers that honour it. A call
@@ -21,7 +22,7 @@ import asyncio
 
 import numpy as np
 
-from evolvedirector.teachers.aspect import closest_by_aspect
+from evolvedirector.teachers.aspect import closest_by_aspect, scale_to_area
 from evolvedirector.teachers.base import CallContext, ImageRequest, ImageResult
 from evolvedirector.teachers.faults import BAD_RESPONSE, Fault
 from evolvedirector.teachers.http_client import IDEMPOTENCY_HEADER, HttpTeacher
@@ -37,6 +38,9 @@ class OpenAIImagesTeacher(HttpTeacher):
         self.aspect_sizes = [parse_size(size) for size in config.aspect_sizes]
         self.response_format = config.response_format
         self.quality = config.quality
+        self.size_fields = config.size_fields
+        self.seed_field = config.seed_field
+        self.probe_path = config.probe_path
         self.extra = dict(config.extra)
 
     def api_size(self, request: ImageRequest) -> str:
@@ -46,8 +50,22 @@ class OpenAIImagesTeacher(HttpTeacher):
             return self.sizes.get(request.size, self.default_size)
         return "{}x{}".format(*closest_by_aspect(self.aspect_sizes, request.bucket))
 
+    def width_height(self, request: ImageRequest) -> tuple[int, int]:
+        """An API that takes any width and height: the side's configured size, or a bucket's aspect
+        at that size's area."""
+        width, height = parse_size(self.sizes.get(request.size, self.default_size))
+        if request.bucket is None:
+            return width, height
+        return scale_to_area(request.bucket, width * height)
+
     def body(self, request: ImageRequest) -> dict:
-        body = {**self.extra, "model": self.model, "prompt": request.prompt, "n": 1, "size": self.api_size(request)}
+        body = {**self.extra, "model": self.model, "prompt": request.prompt, "n": 1}
+        if self.size_fields == "width_height":
+            body["width"], body["height"] = self.width_height(request)
+        else:
+            body["size"] = self.api_size(request)
+        if self.seed_field is not None:
+            body[self.seed_field] = request.seed
         if self.response_format is not None:
             body["response_format"] = self.response_format
         if self.quality is not None:
@@ -82,6 +100,14 @@ class OpenAIImagesTeacher(HttpTeacher):
                 except Fault as fault:
                     return self.failed(request, fault, billed=True)
         return ImageResult(request, image=await asyncio.to_thread(fit_to_request, image, request))
+
+    async def probe(self) -> str | None:
+        """GET base_url + probe_path (the model list; Recraft's account): free, and it needs the key."""
+        if self.probe_path is None:
+            return None
+        response = await self.probe_get(self.url(self.probe_path))
+        self.json_body(response)  # a server that answers, but not this API, says so here
+        return f"GET {self.probe_path}: HTTP {response.status_code}"
 
     async def _image_or_url(self, response) -> np.ndarray | str:
         """The decoded image of a 200 answer (base64), or the URL to download it from."""

@@ -14,7 +14,8 @@ deduplicate submits by it (`idempotency_header` set), a submit whose answer was 
 and a crash between the submit and the id being stored does not pay twice.
 
 Billing: a job that was never accepted (submit faults) or that the API reports failed or refused
-costs nothing. A job that finished but whose image never arrives intact, or that the API stops
+costs nothing; a finished job whose result says the image was withheld (`refusal_field`, fal's
+safety checker) is a billed refusal. A job that finished but whose image never arrives intact, or that the API stops
 knowing (a 4xx on its status), is a billed failure: it may have run. When polling gives up on
 transient faults (the API unreachable, or `job_timeout_s` passed), the job may still finish: the
 call stays pending and is collected later by its id.
@@ -34,6 +35,10 @@ from evolvedirector.teachers.http_client import IDEMPOTENCY_HEADER, HttpTeacher
 from evolvedirector.teachers.image_bytes import fit_to_request, parse_size
 
 _MISSING = object()
+
+
+class Withheld(Fault):
+    """A finished job whose image the provider's safety checker replaced (`refusal_field`)."""
 
 
 def dotted_get(data, path: str):
@@ -110,6 +115,8 @@ class QueueTeacher(HttpTeacher):
             # From here on the job is the provider's: it is collected, never submitted again.
             try:
                 ref = await self._wait(client, request_id, context)
+            except Withheld as fault:
+                return self.failed(request, fault, billed=True)  # made (and billed), then withheld
             except Fault as fault:
                 if fault.kind in (REFUSED, JOB_FAILED):
                     return self.failed(request, fault)  # the API says it made nothing
@@ -163,6 +170,9 @@ class QueueTeacher(HttpTeacher):
             payload = finished
             if config.result_path is not None:
                 payload = self.json_body(await self.request(client, "GET", self.job_url(config.result_path, request_id)))
+            if config.refusal_field is not None and dotted_get(payload, config.refusal_field) is True:
+                raise Withheld(REFUSED, f"job {request_id}: the provider's safety checker withheld the image "
+                                        f"({config.refusal_field})", retryable=False)
             ref = dotted_get(payload, config.image_field)
             if not isinstance(ref, str) or not ref:
                 raise Fault(BAD_RESPONSE, f"job {request_id}: no image at {config.image_field!r}")
