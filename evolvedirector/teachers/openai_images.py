@@ -24,9 +24,15 @@ import numpy as np
 
 from evolvedirector.teachers.aspect import closest_by_aspect, scale_to_area
 from evolvedirector.teachers.base import CallContext, ImageRequest, ImageResult
-from evolvedirector.teachers.faults import BAD_RESPONSE, Fault
+from evolvedirector.teachers.faults import BAD_RESPONSE, OUT_OF_CREDITS, Fault
 from evolvedirector.teachers.http_client import IDEMPOTENCY_HEADER, HttpTeacher
 from evolvedirector.teachers.image_bytes import decode_base64_image, fit_to_request, parse_size
+
+
+# Error codes by which an API says the account cannot pay, behind a status other than 402
+# (Recraft answers {"code": ..., "message": ...}, its documents naming no status for it; OpenAI
+# answers a spent quota with 429 {"error": {"code": "insufficient_quota"}}, which no wait fixes).
+OUT_OF_CREDITS_CODES = frozenset({"not_enough_credits", "insufficient_credits", "insufficient_quota"})
 
 
 class OpenAIImagesTeacher(HttpTeacher):
@@ -106,8 +112,34 @@ class OpenAIImagesTeacher(HttpTeacher):
         if self.probe_path is None:
             return None
         response = await self.probe_get(self.url(self.probe_path))
-        self.json_body(response)  # a server that answers, but not this API, says so here
+        # A server that answers, but not this API, says so here. OpenAI's model list and Recraft's
+        # account are JSON objects; Together's model list is a bare JSON array.
+        try:
+            payload = response.json()
+        except ValueError:
+            raise Fault(BAD_RESPONSE, f"GET {self.probe_path}: HTTP {response.status_code} body is not JSON") from None
+        if not isinstance(payload, (dict, list)):
+            raise Fault(BAD_RESPONSE, f"GET {self.probe_path}: expected JSON, got {type(payload).__name__}")
+        credits = payload.get("credits") if isinstance(payload, dict) else None
+        if type(credits) in (int, float):  # Recraft's account says what is left
+            return f"GET {self.probe_path}: {credits:g} credits"
         return f"GET {self.probe_path}: HTTP {response.status_code}"
+
+    def check_response(self, response) -> None:
+        """A 4xx whose JSON body names an out-of-credits code (Recraft's {code, message}, an
+        OpenAI-style {error: {code}}) is out_of_credits whatever its status; the rest as usual."""
+        if 400 <= response.status_code < 500 and response.status_code != 402:
+            try:
+                payload = response.json()
+            except ValueError:
+                payload = None
+            error = payload.get("error") if isinstance(payload, dict) else None
+            codes = [payload.get("code") if isinstance(payload, dict) else None,
+                     error.get("code") if isinstance(error, dict) else None]
+            if any(isinstance(code, str) and code in OUT_OF_CREDITS_CODES for code in codes):
+                snippet = " ".join(response.text[:300].split())
+                raise Fault(OUT_OF_CREDITS, f"HTTP {response.status_code} {snippet}")
+        super().check_response(response)
 
     async def _image_or_url(self, response) -> np.ndarray | str:
         """The decoded image of a 200 answer (base64), or the URL to download it from."""
