@@ -103,7 +103,7 @@ def _resolve(config: RunConfig) -> RunConfig:
     return previous
 
 
-def _evolve(config: RunConfig, source: str) -> None:
+def _evolve(config: RunConfig, source: str, check: bool = False) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download weights at run time
     from evolvedirector.director import DirectorError
     from evolvedirector.loop import Evolution  # heavy imports only when a run starts
@@ -116,6 +116,8 @@ def _evolve(config: RunConfig, source: str) -> None:
         check_model_paths(config, source)
     except ConfigError as error:
         _fail(str(error))
+    if check:  # before anything is bought, or the student is even loaded
+        _preflight_or_stop(config)
     try:
         # DirectorError here: the director cannot be set up (an unset key variable, a missing model).
         evolution = Evolution(config, console=console)
@@ -154,19 +156,87 @@ def demo(
 @app.command()
 def run(config_file: Path = typer.Argument(
     ..., help="YAML file; start from evolvedirector/configs/demo.yaml (shapes) or pixart-512.yaml (your prompts)"
+), no_check: bool = typer.Option(
+    False, "--no-check", help="skip the free preflight of the teachers and the director (see `check`)"
 )) -> None:
     """Run the loop from a config file (resumes when its `out` folder already holds a run).
 
     `world: {name: prompts, prompts: FILE}` evolves your own prompts (.txt, .tsv/.csv with a
     `prompt` column, .jsonl); the default is the shapes world. Every field has a default (the
     paper's where it gives one); unknown or invalid fields are refused with their name and the
-    reason.
+    reason. First, each teacher's free call and the director's model list are checked, as
+    `evolvedirector check` does (with its judge question too when the director is pointwise or
+    structured): a wrong key or URL stops the run in seconds, with a line per part.
     """
     try:
         config = load_config(config_file)
     except ConfigError as error:
         _fail(str(error))
-    _evolve(config, str(config_file))
+    _evolve(config, str(config_file), check=not no_check)
+
+
+def _preflight_or_stop(config: RunConfig) -> None:
+    import asyncio
+
+    from evolvedirector.loop.preflight import FAILED, SETUP, preflight
+
+    # One director question only where the config relies on what a server may silently ignore
+    # (logprobs, structured output: `transformers serve` ignores both).
+    director = config.director
+    ask = director.backend == "openai" and (director.mode == "pointwise" or director.structured_output != "none")
+    # A part that cannot even be set up (an unset key variable) is left to the run's own error.
+    failed = [c for c in asyncio.run(preflight(config, ask_director=ask)) if c.status == FAILED and c.step != SETUP]
+    for check in failed:
+        console.print(f"[bold red]error:[/bold red] {check.line()}", highlight=False, soft_wrap=True)
+    if failed:
+        console.print("(nothing was bought; `evolvedirector check CONFIG` shows every part, `run --no-check` "
+                      "skips this)", style="dim", highlight=False)
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def check(config_file: Path = typer.Argument(..., help="the YAML file `run` would take"),
+          buy_one: bool = typer.Option(False, "--buy-one", help=(
+              "also buy one image from each teacher (billed; kept in OUT/preflight/evolve.db)"))) -> None:
+    """Check a config before anything is bought: each teacher's reachability and key through its
+    provider's free call (a model list, an account, a balance), and the director's server: that it
+    serves director.model, answers one real judge question about a canvas (held to
+    structured_output when set), and returns logprobs in pointwise mode. Prints a table and what
+    the budget lets the run buy; exits 0 only when every part that can be checked works.
+    """
+    import asyncio
+
+    from evolvedirector.loop.preflight import FAILED, NOT_CHECKED, OK, estimate_line, preflight
+
+    try:
+        config = load_config(config_file)
+    except ConfigError as error:
+        _fail(str(error))
+    ledger = None
+    if buy_one:
+        from evolvedirector.store import ImageStore, Store
+        from evolvedirector.teachers import Ledger
+
+        folder = Path(config.out) / "preflight"
+        folder.mkdir(parents=True, exist_ok=True)
+        ledger = Ledger(Store(folder / "evolve.db"), ImageStore(folder / "images"))
+    checks = asyncio.run(preflight(config, ask_director=True, buy_one=buy_one, ledger=ledger))
+    table = Table("part", "host", "check", "status", "latency", "answer (a failure's fix: below)")
+    colour = {OK: "green", FAILED: "bold red", NOT_CHECKED: "yellow"}
+    for each in checks:
+        answer = each.detail.split(":")[0] if each.status == FAILED else each.detail
+        table.add_row(each.part, each.host, each.step, f"[{colour[each.status]}]{each.status}[/]",
+                      f"{each.seconds * 1000:.0f} ms", answer[:60])
+    console.print(table)
+    console.print(estimate_line(config), highlight=False)
+    failed = [c for c in checks if c.status == FAILED]
+    for each in failed:
+        console.print(f"[bold red]error:[/bold red] {each.line()}", highlight=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(code=1)
+    unchecked = sum(c.status == NOT_CHECKED for c in checks)
+    console.print(f"all {sum(c.status == OK for c in checks)} checks passed"
+                  + (f", {unchecked} not checked" if unchecked else ""), highlight=False)
 
 
 def _open_store(run_dir: Path):

@@ -512,7 +512,9 @@ class OpenAIDirectorConfig(VLMDirectorConfig):
     """An OpenAI-compatible chat server: vLLM, SGLang, Ollama, hosted models."""
 
     backend: Literal["openai"]
-    base_url: str = Field(description="the server's base URL, e.g. http://127.0.0.1:8000/v1")
+    base_url: str | list[str] = Field(description=(
+        "the server's base URL, e.g. http://127.0.0.1:8000/v1; or a list of servers of the same model: "
+        "requests are spread over them, a server that fails is skipped for a while, failures counted per server"))
     model: str = Field(description="the model name the server serves")
     api_key_env: str | None = Field(
         None, description="NAME of the environment variable holding the API key (the key is never saved)"
@@ -544,12 +546,24 @@ class OpenAIDirectorConfig(VLMDirectorConfig):
     def _no_credentials(self):
         # Both are saved with the run: the shared check keeps credentials out (and never echoes them).
         for name, check in (("base_url", check_url), ("api_key_env", check_variable_name)):
-            if getattr(self, name) is not None:
+            values = getattr(self, name)
+            for index, value in enumerate(values if isinstance(values, list) else [values]):
+                if value is None:
+                    continue
+                where = f"{name}.{index}" if isinstance(values, list) else name
                 try:
-                    check(getattr(self, name))
+                    check(value)
                 except ValueError as error:
-                    raise ValueError(f"{name} {error}") from None
+                    raise ValueError(f"{where} {error}") from None
+        if isinstance(self.base_url, list) and (not self.base_url or len(set(self.base_url)) < len(self.base_url)):
+            raise ValueError("base_url: a list of servers must name at least one, each once")
         return self
+
+    @property
+    def servers(self) -> list[str]:
+        """Every server's base URL, without a trailing slash."""
+        urls = self.base_url if isinstance(self.base_url, list) else [self.base_url]
+        return [url.rstrip("/") for url in urls]
 
 
 class LocalDirectorConfig(VLMDirectorConfig):

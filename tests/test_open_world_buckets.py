@@ -38,7 +38,7 @@ def test_new_prompts_draw_buckets_and_their_images_have_the_buckets_shape(tmp_pa
             "teachers": [{"name": "api", "backend": "openai", "base_url": f"{api.url}/v1", "model": "fake-image",
                           "api_key_env": "EVOLVEDIRECTOR_TEST_KEY", "cost_per_image": 0.01,
                           "aspect_sizes": API_SIZES}],
-            "director": {"backend": "openai", "base_url": chat.base_url, "model": "m", "retries": 1,
+            "director": {"backend": "openai", "base_url": chat.base_url, "model": "open-world-director", "retries": 1,
                          "backoff_s": 0.01, "panel_size": 32, "concurrency": 1},
             "student": {"size": "tiny", "text_encoder": str(t5), "vae": str(vae), "max_tokens": 40,
                         "sample_steps": 2, "guidance": 2.0},

@@ -234,7 +234,7 @@ def test_an_open_world_run_logs_a_grid_of_its_first_heldout_prompts_and_no_key(t
                       "heldout_share": 0.2, "image_size": 32},
             "teachers": [{"name": "api", "backend": "openai", "base_url": f"{api.url}/v1", "model": "fake-image",
                           "api_key_env": "EVOLVEDIRECTOR_TEST_KEY", "cost_per_image": 0.01}],
-            "director": {"backend": "openai", "base_url": chat.base_url, "model": "m", "retries": 1,
+            "director": {"backend": "openai", "base_url": chat.base_url, "model": "open-world-director", "retries": 1,
                          "backoff_s": 0.01, "concurrency": 1},
             "student": {"size": "tiny", "text_encoder": str(t5), "vae": str(vae), "max_tokens": 40,
                         "sample_steps": 2, "guidance": 2.0},

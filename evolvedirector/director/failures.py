@@ -22,10 +22,13 @@ TIMEOUT = "timeout"
 CONNECTION = "connection"
 UNPARSEABLE = "unparseable"  # it answered, but no reply held a usable answer
 NO_LOGPROBS = "no_logprobs"  # pointwise: it answered without the log-probabilities P("Yes") is read from
+# Met by the preflight (`evolvedirector check`) only:
+NOT_SERVED = "not_served"  # the server's model list lacks director.model
+IGNORED_STRUCTURE = "ignored_structure"  # structured_output set, and the reply was not held to it
 
 # Failures whose message already says what to change; for any other kind the settings to check
 # are named.
-SELF_EXPLAINED = frozenset({NO_LOGPROBS})
+SELF_EXPLAINED = frozenset({NO_LOGPROBS, NOT_SERVED, IGNORED_STRUCTURE})
 
 
 class DirectorError(RuntimeError):

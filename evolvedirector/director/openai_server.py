@@ -1,5 +1,10 @@
 """A director served over the OpenAI chat-completions protocol: vLLM, SGLang, Ollama, hosted models.
 
+`base_url` may list several servers of the same model (how judging scales past one GPU server):
+requests take them in turn, a server whose request failed (no answer, 5xx) sits out
+`SKIP_FAILED_S` while the others answer, and failed requests are counted per server and named
+when a call fails for good.
+
 Images travel inline as PNG data URLs. Pointwise judging asks for one reply token with its top
 log-probabilities and reads P("Yes") from them; a server that answers without any (`transformers
 serve` ignores the request for them) fails the call as `no_logprobs`, not retried: a bare Yes or
@@ -22,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections import Counter
 from collections.abc import Collection
 
 import httpx
@@ -30,7 +37,7 @@ from PIL import Image
 from evolvedirector.director.canvas import png_data_url
 from evolvedirector.director.parsing import parse_choice, yes_probability
 from evolvedirector.director.failures import (
-    AUTH, CONNECTION, NO_LOGPROBS, TIMEOUT, DirectorCallFailed, kind_of_status,
+    AUTH, CONNECTION, IGNORED_STRUCTURE, NO_LOGPROBS, NOT_SERVED, TIMEOUT, DirectorCallFailed, kind_of_status,
 )
 from evolvedirector.director.vlm import CHOICES, DirectorError, VLMDirector
 from evolvedirector.http import AttemptFailed, GaveUp, RetryPolicy, parse_retry_after, read_api_key, with_retries
@@ -38,6 +45,11 @@ from evolvedirector.http import AttemptFailed, GaveUp, RetryPolicy, parse_retry_
 RETRIABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024  # a larger answer is read no further and counts as unusable
 MAX_LOGPROB_CANDIDATES = 64
+SKIP_FAILED_S = 30.0  # with several servers, one that failed a request is not asked for this long
+IGNORED_STRUCTURE_ADVICE = (
+    "the server ignored director.structured_output (transformers serve ignores response_format and guided "
+    "decoding); set director.structured_output: none, or serve the model with vLLM or SGLang"
+)
 NO_LOGPROBS_ADVICE = (
     "the server returned no logprobs; pointwise judging needs a server that returns them (vLLM, SGLang), "
     "or set director.mode: pairwise (in the config.yaml of the run's folder once a run has started)"
@@ -53,7 +65,11 @@ class OpenAIDirector(VLMDirector):
             self._key = read_api_key("director.api_key_env", config.api_key_env)
         except ValueError as error:
             raise DirectorError(str(error)) from None
-        self.url = config.base_url.rstrip("/") + "/chat/completions"
+        self.servers = config.servers  # requests go round them; one that fails sits out SKIP_FAILED_S
+        self.url = self.servers[0] + "/chat/completions"
+        self.server_failures: Counter[str] = Counter()  # failed requests (no answer, 5xx) per server
+        self._skip_until = dict.fromkeys(self.servers, 0.0)
+        self._turn = 0
         self.retry_policy = RetryPolicy(1 + config.retries, config.backoff_s, config.max_backoff_s)
         # The client and the semaphore belong to one event loop; they are made in the first one
         # that uses them, and again if a later asyncio.run brings another.
@@ -66,7 +82,31 @@ class OpenAIDirector(VLMDirector):
         return f"OpenAIDirector(model={self.config.model!r}, url={self.url!r})"
 
     def where(self) -> str:
-        return f"at {self.url}"
+        if len(self.servers) == 1:
+            return f"at {self.url}"
+        return f"at {len(self.servers)} servers ({', '.join(self.servers)})"
+
+    # ---- servers --------------------------------------------------------------------------------
+
+    def _pick_server(self) -> str:
+        """The next server in turn among those not sitting out a failure; if all are, the one
+        whose time out ends first (a server that came back is found by being asked)."""
+        now = time.monotonic()
+        up = [server for server in self.servers if self._skip_until[server] <= now]
+        if not up:
+            up = [min(self.servers, key=self._skip_until.__getitem__)]
+        self._turn += 1
+        return up[self._turn % len(up)]
+
+    def _server_failed(self, server: str) -> None:
+        self.server_failures[server] += 1
+        if len(self.servers) > 1:
+            self._skip_until[server] = time.monotonic() + SKIP_FAILED_S
+
+    def _failures_by_server(self) -> str:
+        if len(self.servers) == 1:
+            return ""
+        return "; failed requests by server: " + ", ".join(f"{s} {self.server_failures[s]}" for s in self.servers)
 
     # ---- the three primitives -------------------------------------------------------------------
 
@@ -89,6 +129,46 @@ class OpenAIDirector(VLMDirector):
         body = self._body(text, None, self.config.max_tokens, attempt)
         body.update(structured_fields(self.config.structured_output, schema=schema))
         return message_content(await self._chat(body))
+
+    # ---- the preflight (`evolvedirector check`, and `run` as it starts) --------------------------
+    # Each step returns what it saw in a few words, or raises DirectorCallFailed saying what to fix.
+
+    async def probe_models(self, server: str) -> str:
+        """GET SERVER/models: the server answers, takes the key, and serves director.model."""
+        client, _ = self._connection()
+        url = server + "/models"
+        try:
+            response = await client.get(url)
+        except httpx.TimeoutException:
+            raise DirectorCallFailed(TIMEOUT, f"GET /models: no answer within {self.config.timeout_s:g} s") from None
+        except httpx.TransportError as error:
+            raise DirectorCallFailed(CONNECTION, f"GET /models: connection failed ({type(error).__name__})") from None
+        if response.status_code != 200:
+            kind = kind_of_status(response.status_code)
+            raise DirectorCallFailed(kind, self._redact(f"GET /models: HTTP {response.status_code}: "
+                                                        f"{_snippet(response.content)}"))
+        data = _json_object(response.content).get("data")
+        served = [m.get("id") for m in data if isinstance(m, dict)] if isinstance(data, list) else []
+        if self.config.model not in served:
+            listed = ", ".join(str(m) for m in served[:5]) + (" ..." if len(served) > 5 else "")
+            raise DirectorCallFailed(NOT_SERVED, f"the server does not serve {self.config.model!r} "
+                                                 f"(it serves: {listed or 'nothing'}): set director.model to one of them")
+        return f"serves {self.config.model}"
+
+    async def probe_judge(self, text: str, canvas: Image.Image) -> str:
+        """One real pairwise question about a canvas; with structured_output set, the reply must be
+        exactly A or B, or the server ignored the constraint."""
+        body = self._body(text, canvas, self.config.judge_max_tokens, 0)
+        body.update(structured_fields(self.config.structured_output, choice=CHOICES))
+        reply = message_content(await self._chat(body))
+        if self.config.structured_output != "none" and reply.strip() not in CHOICES:
+            raise DirectorCallFailed(IGNORED_STRUCTURE, f"the reply {reply[:40]!r} is not A or B: {IGNORED_STRUCTURE_ADVICE}")
+        return f"judged a canvas: {reply.strip()[:20]!r}"
+
+    async def probe_logprobs(self, text: str, image: Image.Image) -> str:
+        """Pointwise mode: one yes/no question whose first token must come with its logprobs."""
+        probability = await self._ask_yes(text, image, 0)  # raises no_logprobs with its advice
+        return "logprobs returned" + ("" if probability is None else f": P(yes) {probability:.2f}")
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -136,16 +216,21 @@ class OpenAIDirector(VLMDirector):
             nonlocal requests, kind
             async with slots:  # held for the request only, not while waiting to retry
                 requests += 1
+                server = self._pick_server()
                 try:
-                    status, payload, retry_after = await self._post(client, body)
+                    status, payload, retry_after = await self._post(client, server + "/chat/completions", body)
                 except httpx.TimeoutException:
                     kind = TIMEOUT
+                    self._server_failed(server)
                     raise AttemptFailed(f"no answer within {self.config.timeout_s:g} s") from None
                 except httpx.TransportError as error:
                     kind = CONNECTION
+                    self._server_failed(server)
                     raise AttemptFailed(f"connection failed ({type(error).__name__})") from None
             if status == 200:
                 return _json_object(payload)
+            if status >= 500:
+                self._server_failed(server)
             kind = kind_of_status(status)
             failure = self._redact(f"HTTP {status}: {_snippet(payload)}")
             if status not in RETRIABLE_STATUS:
@@ -157,14 +242,15 @@ class OpenAIDirector(VLMDirector):
         try:
             return await with_retries(attempt, self.retry_policy)
         except GaveUp as out:
-            raise DirectorCallFailed(kind, self._redact(f"{out.last} ({out.attempts} attempts)")) from None
+            raise DirectorCallFailed(kind, self._redact(f"{out.last} ({out.attempts} attempts"
+                                                        f"{self._failures_by_server()})")) from None
         finally:
             self.stats["requests"] += requests
             self.stats["retries"] += max(0, requests - 1)  # every request after the first
 
-    async def _post(self, client: httpx.AsyncClient, body: dict) -> tuple[int, bytes | None, float | None]:
+    async def _post(self, client: httpx.AsyncClient, url: str, body: dict) -> tuple[int, bytes | None, float | None]:
         """(status, body or None when it was too large, Retry-After seconds)."""
-        async with client.stream("POST", self.url, json=body) as response:
+        async with client.stream("POST", url, json=body) as response:
             received = bytearray()
             async for chunk in response.aiter_bytes():
                 received += chunk

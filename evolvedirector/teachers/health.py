@@ -133,8 +133,9 @@ class TeacherRound:
 
 
 def host_of(config) -> str:
-    """HOST:PORT of a teacher's base_url; "local" for a teacher that is not reached over HTTP."""
-    url = getattr(config, "base_url", None)
+    """HOST:PORT of a teacher's base_url (or of a URL given as it is); "local" for a teacher that is
+    not reached over HTTP."""
+    url = config if isinstance(config, str) else getattr(config, "base_url", None)
     if not url:
         return "local"
     parsed = httpx.URL(url)

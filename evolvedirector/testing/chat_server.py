@@ -186,6 +186,13 @@ def _handler_for(server: OpenWorldChatServer) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args) -> None:
             pass
 
+        def do_GET(self) -> None:
+            # OpenAI's model list (GET /v1/models), which the preflight reads: the one model served.
+            if self.path.rstrip("/").endswith("/models"):
+                return self._send(200, {"object": "list", "data": [
+                    {"id": server.model, "object": "model", "created": 0, "owned_by": "evolvedirector"}]})
+            return self._send(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
+
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             try:
