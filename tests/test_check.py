@@ -103,3 +103,20 @@ def test_run_stops_in_seconds_on_a_wrong_key_before_buying_and_no_check_skips_it
         assert db.execute("SELECT COUNT(*) FROM rounds").fetchone() == (0,)
     # Skipped, the run itself meets the wrong key at its first submits and stops with round 0's line.
     assert skipped.exit_code == 1 and "failed every call of round 0" in skipped.output, skipped.output
+
+
+def test_a_server_that_ignores_structured_output_is_refused_with_that_sentence(tmp_path, monkeypatch):
+    # The scripted open-world server answers free text ("(B) fits the prompt better."), whatever
+    # structured_output asks: as `transformers serve` does.
+    monkeypatch.setenv("BFL_API_KEY", KEY)
+    with FakeBFL(KEY) as bfl, OpenWorldChatServer(seed=0, a_rate=0.0) as chat:
+        config = write_config(tmp_path, bfl.url, chat.base_url, structured_output="structured_outputs")
+        checked = runner.invoke(app, ["check", config])
+        ran = runner.invoke(app, ["run", config])
+        submits = list(bfl.submits)
+    for result in (checked, ran):
+        assert result.exit_code == 1, result.output
+        [line] = [line for line in result.output.splitlines() if line.startswith("error: director")]
+        assert "judge failed (ignored_structure: the reply" in line and "is not A or B" in line
+        assert "set director.structured_output: none, or serve the model with vLLM or SGLang" in line
+    assert submits == []  # refused before anything was bought

@@ -161,8 +161,10 @@ class OpenAIDirector(VLMDirector):
         body = self._body(text, canvas, self.config.judge_max_tokens, 0)
         body.update(structured_fields(self.config.structured_output, choice=CHOICES))
         reply = message_content(await self._chat(body))
-        if self.config.structured_output != "none" and reply.strip() not in CHOICES:
-            raise DirectorCallFailed(IGNORED_STRUCTURE, f"the reply {reply[:40]!r} is not A or B: {IGNORED_STRUCTURE_ADVICE}")
+        if self.config.structured_output != "none" and not held_to_choice(reply, self.config.structured_output):
+            expected = '{"answer": "A" or "B"}' if self.config.structured_output == "response_format" else "A or B"
+            raise DirectorCallFailed(IGNORED_STRUCTURE, f"the reply {reply[:40]!r} is not {expected}: "
+                                                        f"{IGNORED_STRUCTURE_ADVICE}")
         return f"judged a canvas: {reply.strip()[:20]!r}"
 
     async def probe_logprobs(self, text: str, image: Image.Image) -> str:
@@ -285,6 +287,18 @@ def structured_fields(kind: str, *, choice: tuple[str, ...] | None = None, schem
             },
         }}}
     raise ValueError(f"unknown structured_output {kind!r}")
+
+
+def held_to_choice(reply: str, kind: str) -> bool:
+    """Whether a verdict reply is what `structured_fields(kind, choice=CHOICES)` constrains it to:
+    exactly one letter, or (response_format) a JSON object whose answer is one."""
+    if kind != "response_format":
+        return reply.strip() in CHOICES
+    try:
+        value = json.loads(reply)
+    except ValueError:
+        return False
+    return isinstance(value, dict) and value.get("answer") in CHOICES
 
 
 # ---- reading an answer ---------------------------------------------------------------------------

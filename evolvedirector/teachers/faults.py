@@ -14,7 +14,7 @@ would get the same answer, or cost money for nothing):
 | `bad_response`  | a success status whose body lacks what the API promises    | yes (*) |
 | `refused`       | a content-policy refusal (request or job)                  | no      |
 | `auth`          | HTTP 401 / 403: the key, or what the account may use       | no      |
-| `out_of_credits`| HTTP 402: the account cannot pay                           | no      |
+| `out_of_credits`| HTTP 402, or a body that says the balance is spent         | no      |
 | `not_found`     | HTTP 404: the URL (base_url, a path) or the model          | no      |
 | `client_error`  | any other 4xx (a bad parameter, say)                       | no      |
 | `job_failed`    | a queued job the API reports as failed                     | no      |
@@ -79,6 +79,16 @@ class Fault(AttemptFailed):
 SETUP_STATUSES = {401: AUTH, 402: OUT_OF_CREDITS, 404: NOT_FOUND}
 
 
+# Words by which APIs say the account cannot pay behind a status other than 402 (fal: 403 "User is
+# locked. Reason: Exhausted balance"; Replicate: "Insufficient credit").
+OUT_OF_CREDITS_MARKERS = ("exhausted balance", "insufficient credit", "not enough credits", "out of credits")
+
+
+def is_out_of_credits(text: str) -> bool:
+    lowered = text.lower()
+    return any(marker in lowered for marker in OUT_OF_CREDITS_MARKERS)
+
+
 def is_refusal(text: str) -> bool:
     lowered = text.lower()
     return any(marker in lowered for marker in REFUSAL_MARKERS)
@@ -101,6 +111,8 @@ def check_response(response: httpx.Response) -> None:
     # Before the refusal markers: a 401 or 404 body may well mention the API's "safety" pages.
     if status in SETUP_STATUSES:
         raise Fault(SETUP_STATUSES[status], f"HTTP {status} {snippet}")
+    if is_out_of_credits(snippet):
+        raise Fault(OUT_OF_CREDITS, f"HTTP {status} {snippet}")
     if is_refusal(snippet):
         raise Fault(REFUSED, f"HTTP {status} {snippet}")
     if status == 403:

@@ -156,6 +156,15 @@ def test_a_fal_content_policy_violation_is_a_free_refusal(fal, buy, store):
     assert row["billed"] == 0 and fal.billed == 0 and store.spend() == (0, 0)
 
 
+def test_a_fal_account_out_of_balance_is_out_of_credits_not_a_bad_key(fal, buy, store):
+    # fal answers a spent balance with a 403 (fal-ai/fal issues #1112, #1147), not a 402.
+    fal.fail_next("submit", Reply(403, {"detail": "User is locked. Reason: Exhausted balance. Top up your balance "
+                                                  "at fal.ai/dashboard/billing."}))
+    [purchase] = buy(fal_teacher(fal), ["a red circle"])
+    assert purchase.image_hash is None and purchase.error.startswith("out_of_credits: HTTP 403")
+    assert store.fault_counts() == {"fal": {"out_of_credits": 1}} and fal.billed == 0
+
+
 def test_a_wrong_fal_key_is_an_auth_fault_that_never_shows_the_key(fal, buy, monkeypatch):
     monkeypatch.setenv("FAL_KEY", "not-the-fal-key-0123456789")
     [purchase] = buy(fal_teacher(fal), ["a red circle"])
