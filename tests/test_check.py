@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 
 from evolvedirector.cli import app
 from evolvedirector.testing.chat_server import OpenWorldChatServer
-from evolvedirector.testing.fake_images_api import FakeImageAPI
 from tests.teachers.fakes.bfl_api import FakeBFL
 
 pytestmark = pytest.mark.timeout(300)

@@ -19,6 +19,7 @@ model list) is "not checked", never "ok".
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from dataclasses import dataclass
 
@@ -116,9 +117,10 @@ async def check_director(config: RunConfig, *, ask: bool) -> list[Check]:
     try:
         for server in director_config.servers:  # each must serve the model
             answer, error, seconds = await _timed(director.probe_models(server))
-            if error is not None and "HTTP 404" in str(error):
+            unlisted = error is not None and re.search(r"HTTP (404|405|501)\b", str(error))
+            if unlisted:  # a compatible server without a model list: nothing proven either way
                 checks.append(Check("director", host_of(server), "models", NOT_CHECKED, seconds,
-                                    "GET /models answered 404"))
+                                    f"GET /models answered {unlisted.group(0)}"))
             else:
                 checks.append(_director_check(host_of(server), "models", answer, error, seconds))
         if not ask or any(check.status == FAILED for check in checks):

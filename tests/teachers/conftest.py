@@ -9,7 +9,7 @@ import pytest
 
 from evolvedirector.config import OpenAITeacherConfig, QueueTeacherConfig
 from evolvedirector.store import ImageStore, Store
-from evolvedirector.teachers import ImageRequest, Ledger, build_teacher
+from evolvedirector.teachers import ImageRequest, Ledger, build_teacher, idempotency_key
 from evolvedirector.testing.fake_images_api import FakeImageAPI
 
 FAST_RETRY = {"max_attempts": 4, "backoff_s": 0.01, "max_backoff_s": 0.05}
@@ -71,3 +71,13 @@ def buy(store, images):
 
     return run
 
+
+
+def row_of(store, teacher, prompt):
+    """The ledger's row of a square request for `prompt` at seed 0."""
+    return store.call(idempotency_key(teacher.name, ImageRequest(prompt, 0, 32)))
+
+
+def buy_requests(store, images, teacher, requests):
+    """buy(), with the requests as given (buckets, seeds)."""
+    return asyncio.run(Ledger(store, images).buy(teacher, requests, round=0))

@@ -17,7 +17,7 @@ from evolvedirector.config import ReplicateTeacherConfig, parse_config
 from evolvedirector.teachers import ImageRequest, Ledger, build_teacher, idempotency_key
 from evolvedirector.teachers.base import CallContext
 from evolvedirector.teachers.faults import Fault
-from tests.teachers.conftest import FAST_RETRY
+from tests.teachers.conftest import FAST_RETRY, buy_requests, row_of
 from tests.teachers.fakes.replicate_api import NSFW, FakeReplicateAPI, problem, throttled
 from tests.teachers.fakes.server import Reply
 
@@ -47,14 +47,6 @@ def replicate(monkeypatch):
         }))
 
     return make
-
-
-def row_of(store, teacher, prompt):
-    return store.call(idempotency_key(teacher.name, ImageRequest(prompt, 0, 32)))
-
-
-def buy_requests(store, images, teacher, requests):
-    return asyncio.run(Ledger(store, images).buy(teacher, requests, round=0))
 
 
 def test_a_fast_prediction_is_answered_finished_downloaded_and_billed_once(fake, replicate, store, images, buy):

@@ -13,9 +13,9 @@ import time
 import pytest
 
 from evolvedirector.config import StabilityTeacherConfig, parse_config
-from evolvedirector.teachers import ImageRequest, Ledger, build_teacher, idempotency_key
+from evolvedirector.teachers import ImageRequest, build_teacher
 from evolvedirector.teachers.faults import Fault
-from tests.teachers.conftest import FAST_RETRY
+from tests.teachers.conftest import FAST_RETRY, buy_requests, row_of
 from tests.teachers.fakes.server import Reply, png
 from tests.teachers.fakes.stability_api import FakeStabilityAPI, error, rate_limited
 
@@ -43,14 +43,6 @@ def stability(monkeypatch):
         }))
 
     return make
-
-
-def row_of(store, teacher, prompt):
-    return store.call(idempotency_key(teacher.name, ImageRequest(prompt, 0, 32)))
-
-
-def buy_requests(store, images, teacher, requests):
-    return asyncio.run(Ledger(store, images).buy(teacher, requests, round=0))
 
 
 def test_a_purchase_is_one_multipart_post_billed_once(fake, stability, store, images, buy):
