@@ -68,7 +68,7 @@ from evolvedirector.teachers.faults import (
     check_response,
 )
 from evolvedirector.teachers.http_client import HttpTeacher
-from evolvedirector.teachers.image_bytes import fit_to_request, parse_size
+from evolvedirector.teachers.image_bytes import parse_size
 
 # The domains BFL's API hosts live under: api.bfl.ai, api.eu.bfl.ai, api.us1.bfl.ai (bfl.ml: the old name).
 PROVIDER_DOMAINS = ("bfl.ai", "bfl.ml")
@@ -200,19 +200,8 @@ class BFLTeacher(HttpTeacher):
             else:
                 task_id, polling_url = read_task(context.request_id)
             # From here on the task is BFL's: it is collected, never submitted again.
-            try:
-                sample = await self._wait(client, task_id, polling_url, context)
-            except Fault as fault:
-                if fault.kind in (REFUSED, JOB_FAILED):
-                    return self.failed(request, fault)  # moderated or failed: not charged
-                if fault.retryable:  # out of retries or of time: the task may still finish
-                    return self.failed(request, fault, retry_later=True)
-                return self.failed(request, fault, billed=True)  # accepted, and lost (Task not found)
-            try:
-                image = await self.retrying(lambda: self._download(client, sample), context)
-            except Fault as fault:
-                return self.failed(request, fault, billed=True)  # made (billed), image lost
-        return ImageResult(request, image=await asyncio.to_thread(fit_to_request, image, request))
+            return await self.collect(request, context, lambda: self._wait(client, task_id, polling_url, context),
+                                      lambda sample: self._download(client, sample))
 
     @staticmethod
     def _read_submit(payload: dict) -> tuple[str, str | None]:

@@ -65,7 +65,7 @@ from evolvedirector.teachers.base import CallContext, ImageRequest, ImageResult
 from evolvedirector.teachers.faults import (
     AUTH, BAD_RESPONSE, NOT_FOUND, OUT_OF_CREDITS, RATE_LIMITED, REFUSED, Fault, check_response,
 )
-from evolvedirector.teachers.http_client import HttpTeacher
+from evolvedirector.teachers.http_client import HttpTeacher, MadeNothing
 from evolvedirector.teachers.image_bytes import decode_base64_image, fit_to_request
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")  # google.protobuf.Duration as JSON: "30s", "1.5s"
@@ -146,34 +146,22 @@ class GoogleTeacher(HttpTeacher):
         check_response(response)
 
     async def call(self, request: ImageRequest, context: CallContext) -> ImageResult:
-        billed = False  # an answer held an image: the API made, and billed, it
-
         async with self.session() as client:
-            async def generate_once() -> np.ndarray:
-                nonlocal billed
-                self.go_on(context)
-                await self.limiter.acquire()
-                self.go_on(context)  # the limiter may have waited long
-                response = await self.request(client, "POST", self.model_url(f":{self.method}"),
-                                              json=self.body(request))
-                # From here on, another attempt could buy a second image: every fault is final.
-                try:
-                    answer = self.json_body(response)
-                except Fault as fault:  # a 200 whose body was lost may have held (and billed) an image
-                    billed = True
-                    raise Fault(fault.kind, fault.message, retryable=False) from None
-                try:
-                    data = self.image_data(answer)
-                    billed = True
-                    return await asyncio.to_thread(decode_base64_image, data)
-                except Fault as fault:
-                    raise Fault(fault.kind, fault.message, retryable=False) from None
+            async def send():
+                return await self.request(client, "POST", self.model_url(f":{self.method}"), json=self.body(request))
 
-            try:
-                image = await self.retrying(generate_once, context)
-            except Fault as fault:
-                return self.failed(request, fault, billed=billed)
+            image, fault, billed = await self.generate_once(context, send, self._image)
+        if fault is not None:
+            return self.failed(request, fault, billed=billed)
         return ImageResult(request, image=await asyncio.to_thread(fit_to_request, image, request))
+
+    async def _image(self, response) -> np.ndarray:
+        answer = self.json_body(response)  # a 200 whose body was lost may have held (and billed) an image
+        try:
+            data = self.image_data(answer)
+        except Fault as fault:  # an answer without an image (a refusal, text only): nothing made or billed
+            raise MadeNothing(fault.kind, fault.message) from None
+        return await asyncio.to_thread(decode_base64_image, data)
 
     async def probe(self) -> str:
         """models.get: the key works and the model is served, callable with this backend's method."""

@@ -20,8 +20,10 @@ import numpy as np
 
 from evolvedirector.http import GaveUp, RetryPolicy, read_api_key, with_retries
 from evolvedirector.teachers.base import CallContext, ImageRequest, ImageResult, Teacher, idempotency_key
-from evolvedirector.teachers.faults import BAD_RESPONSE, NOT_TRIED, Fault, check_response, transport_fault
-from evolvedirector.teachers.image_bytes import decode_base64_image, decode_image
+from evolvedirector.teachers.faults import (
+    BAD_RESPONSE, JOB_FAILED, NOT_TRIED, REFUSED, Fault, check_response, transport_fault,
+)
+from evolvedirector.teachers.image_bytes import decode_base64_image, decode_image, fit_to_request
 from evolvedirector.teachers.ratelimit import RateLimiter, window_wait
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,11 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 # whole timeout_s (120 s by default, sized for slow generations); an API's server accepts a
 # connection in well under a second.
 CONNECT_TIMEOUT_S = 10.0
+
+
+class MadeNothing(Fault):
+    """A fault inside a success answer that says no image was made, so none is billed (a refusal
+    in a 200, an answer with text only)."""
 
 
 class HttpTeacher(Teacher):
@@ -190,6 +197,57 @@ class HttpTeacher(Teacher):
         except GaveUp as out:
             last = out.last
             raise Fault(last.kind, f"{last.message} (gave up after {out.attempts} attempts)") from last
+
+    async def generate_once(self, context: CallContext, send, read):
+        """One synchronous generation (APIs whose answer is the image, or its URL): `send()` makes
+        the request, and is asked again on faults until an answer arrives; `read(response)` turns
+        the answer into what the call goes on with. Once an answer arrived, the provider made (and
+        billed) an image, so a fault in reading it is final, another attempt would buy a second,
+        and billed, unless `read` raises `MadeNothing` (a refusal inside a success answer).
+        Returns (what read returned, None, True) or (None, the fault, billed)."""
+        answered = False
+
+        async def attempt():
+            nonlocal answered
+            self.go_on(context)
+            await self.limiter.acquire()
+            self.go_on(context)  # the limiter may have waited long
+            response = await send()
+            answered = True
+            try:
+                return await read(response)
+            except Fault as fault:  # final: the next attempt would be a second purchase
+                raise (MadeNothing if isinstance(fault, MadeNothing) else Fault)(
+                    fault.kind, fault.message, retryable=False) from None
+
+        try:
+            return await self.retrying(attempt, context), None, True
+        except MadeNothing as fault:
+            return None, fault, False
+        except Fault as fault:
+            return None, fault, answered
+
+    async def collect(self, request: ImageRequest, context: CallContext, wait, download) -> ImageResult:
+        """A job the provider accepted, to its image: `wait()` polls until the job names its image,
+        `download(ref)` fetches it (retried: free). Billing: a job the API reports refused or failed
+        made nothing; one polling gave up on (out of retries or time) may still finish, so the call
+        stays pending, collected later by its id; one the API no longer knows, or whose image is
+        lost, is billed; so is a refusal the fault says was billed (`billed`: made, then withheld)."""
+        try:
+            ref = await wait()
+        except Fault as fault:
+            if getattr(fault, "billed", False):
+                return self.failed(request, fault, billed=True)
+            if fault.kind in (REFUSED, JOB_FAILED):
+                return self.failed(request, fault)
+            if fault.retryable:
+                return self.failed(request, fault, retry_later=True)
+            return self.failed(request, fault, billed=True)
+        try:
+            image = await self.retrying(lambda: download(ref), context)
+        except Fault as fault:
+            return self.failed(request, fault, billed=True)
+        return ImageResult(request, image=await asyncio.to_thread(fit_to_request, image, request))
 
     async def generate(self, requests: list[ImageRequest]) -> list[ImageResult]:
         """Direct use, outside a ledger: at most `concurrency` calls at once, nothing recorded."""

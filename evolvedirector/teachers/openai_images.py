@@ -79,26 +79,14 @@ class OpenAIImagesTeacher(HttpTeacher):
         return body
 
     async def call(self, request: ImageRequest, context: CallContext) -> ImageResult:
-        generated = False  # an attempt got a 200: the provider made, and billed, an image
-
         async with self.session() as client:
-            async def generate_once() -> np.ndarray | str:
-                nonlocal generated
-                self.go_on(context)
-                await self.limiter.acquire()
-                self.go_on(context)  # the limiter may have waited long
-                response = await self.request(client, "POST", self.url("/images/generations"), json=self.body(request),
-                                              headers={IDEMPOTENCY_HEADER: context.key})
-                generated = True
-                try:
-                    return await self._image_or_url(response)
-                except Fault as fault:  # another attempt would buy a second image: final
-                    raise Fault(fault.kind, fault.message, retryable=False) from None
+            async def send():
+                return await self.request(client, "POST", self.url("/images/generations"), json=self.body(request),
+                                          headers={IDEMPOTENCY_HEADER: context.key})
 
-            try:
-                image = await self.retrying(generate_once, context)
-            except Fault as fault:
-                return self.failed(request, fault, billed=generated)
+            image, fault, billed = await self.generate_once(context, send, self._image_or_url)
+            if fault is not None:
+                return self.failed(request, fault, billed=billed)
             if isinstance(image, str):
                 url = image
                 try:  # a download is retried; the generation never is

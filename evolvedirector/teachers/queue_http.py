@@ -32,13 +32,15 @@ from evolvedirector.teachers.aspect import scale_to_area
 from evolvedirector.teachers.base import CallContext, ImageRequest, ImageResult
 from evolvedirector.teachers.faults import BAD_RESPONSE, JOB_FAILED, REFUSED, TIMEOUT, Fault, is_refusal
 from evolvedirector.teachers.http_client import IDEMPOTENCY_HEADER, HttpTeacher
-from evolvedirector.teachers.image_bytes import fit_to_request, parse_size
+from evolvedirector.teachers.image_bytes import parse_size
 
 _MISSING = object()
 
 
 class Withheld(Fault):
     """A finished job whose image the provider's safety checker replaced (`refusal_field`)."""
+
+    billed = True  # it was made
 
 
 def dotted_get(data, path: str):
@@ -113,21 +115,8 @@ class QueueTeacher(HttpTeacher):
                     return self.failed(request, fault)  # no job was accepted: nothing to pay
                 await context.on_submitted(request_id)  # on disk before the first poll
             # From here on the job is the provider's: it is collected, never submitted again.
-            try:
-                ref = await self._wait(client, request_id, context)
-            except Withheld as fault:
-                return self.failed(request, fault, billed=True)  # made (and billed), then withheld
-            except Fault as fault:
-                if fault.kind in (REFUSED, JOB_FAILED):
-                    return self.failed(request, fault)  # the API says it made nothing
-                if fault.retryable:  # out of retries, or out of time: the job may still finish
-                    return self.failed(request, fault, retry_later=True)
-                return self.failed(request, fault, billed=True)  # an accepted job the API no longer knows
-            try:
-                image = await self.retrying(lambda: self.fetch_image(client, ref), context)
-            except Fault as fault:
-                return self.failed(request, fault, billed=True)  # finished (billed), image lost
-        return ImageResult(request, image=await asyncio.to_thread(fit_to_request, image, request))
+            return await self.collect(request, context, lambda: self._wait(client, request_id, context),
+                                      lambda ref: self.fetch_image(client, ref))
 
     async def _submit(self, client, request: ImageRequest, context: CallContext) -> str:
         # Only submits are given up on: a job already accepted is the provider's, polled as ever.

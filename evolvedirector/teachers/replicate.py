@@ -60,7 +60,6 @@ from evolvedirector.teachers.faults import (
     BAD_RESPONSE, JOB_FAILED, OUT_OF_CREDITS, RATE_LIMITED, REFUSED, TIMEOUT, Fault, check_response, is_refusal,
 )
 from evolvedirector.teachers.http_client import IDEMPOTENCY_HEADER, HttpTeacher
-from evolvedirector.teachers.image_bytes import fit_to_request
 
 RUNNING = ("starting", "processing")
 FAILED = ("failed", "canceled", "aborted")  # aborted: a deadline passed before it ran
@@ -126,19 +125,9 @@ class ReplicateTeacher(HttpTeacher):
                 prediction_id = prediction["id"]
                 await context.on_submitted(prediction_id)  # on disk before any poll or download
             # From here on the prediction is Replicate's: it is collected, never created again.
-            try:
-                url = await self._wait(client, prediction_id, prediction, context)
-            except Fault as fault:
-                if fault.kind in (REFUSED, JOB_FAILED):
-                    return self.failed(request, fault)  # it failed: no image to pay for
-                if fault.retryable:  # out of retries, or of time: it may still finish
-                    return self.failed(request, fault, retry_later=True)
-                return self.failed(request, fault, billed=True)  # succeeded without an image, or unknown
-            try:
-                image = await self.retrying(lambda: self.fetch_image(client, url), context)
-            except Fault as fault:
-                return self.failed(request, fault, billed=True)  # succeeded (billed), image lost
-        return ImageResult(request, image=await asyncio.to_thread(fit_to_request, image, request))
+            return await self.collect(request, context,
+                                      lambda: self._wait(client, prediction_id, prediction, context),
+                                      lambda url: self.fetch_image(client, url))
 
     async def _create(self, client, request: ImageRequest, context: CallContext) -> dict:
         self.go_on(context)

@@ -117,36 +117,27 @@ class StabilityTeacher(HttpTeacher):
         check_response(response)  # 401 auth, other 403 auth, 404, other 4xx final, 5xx retried
 
     async def call(self, request: ImageRequest, context: CallContext) -> ImageResult:
-        generated = False  # an attempt got a 200: the API made, and billed, an image
-
         async with self.session() as client:
-            async def generate_once() -> np.ndarray:
-                nonlocal generated
-                self.go_on(context)
-                await self.limiter.acquire()
-                self.go_on(context)  # the limiter may have waited long
+            async def send():
                 files = {name: (None, value) for name, value in self.fields(request).items()}
-                response = await self.request(client, "POST", self.url(f"/v2beta/stable-image/generate/{self.model}"),
-                                              files=files, headers={"Accept": "image/*"})
-                generated = True
-                # From here on, another attempt would buy a second image: every fault is final.
-                verdict = response.headers.get("finish-reason")
-                if verdict == "CONTENT_FILTERED":
-                    raise Fault(REFUSED, "finish-reason CONTENT_FILTERED: the output broke the content policy "
-                                "and came back blurred", retryable=False)
-                if verdict != "SUCCESS":
-                    raise Fault(BAD_RESPONSE, f"finish-reason is {(verdict or '')[:40]!r}, not SUCCESS",
-                                retryable=False)
-                try:
-                    return await asyncio.to_thread(decode_image, response.content)
-                except Fault as fault:
-                    raise Fault(fault.kind, fault.message, retryable=False) from None
+                return await self.request(client, "POST", self.url(f"/v2beta/stable-image/generate/{self.model}"),
+                                          files=files, headers={"Accept": "image/*"})
 
-            try:
-                image = await self.retrying(generate_once, context)
-            except Fault as fault:
-                return self.failed(request, fault, billed=generated)
+            image, fault, billed = await self.generate_once(context, send, self._image)
+        if fault is not None:
+            return self.failed(request, fault, billed=billed)
         return ImageResult(request, image=await asyncio.to_thread(fit_to_request, image, request))
+
+    @staticmethod
+    async def _image(response) -> np.ndarray:
+        """The image of a 200 answer; a CONTENT_FILTERED one came back blurred (billed, never kept)."""
+        verdict = response.headers.get("finish-reason")
+        if verdict == "CONTENT_FILTERED":
+            raise Fault(REFUSED, "finish-reason CONTENT_FILTERED: the output broke the content policy "
+                        "and came back blurred")
+        if verdict != "SUCCESS":
+            raise Fault(BAD_RESPONSE, f"finish-reason is {(verdict or '')[:40]!r}, not SUCCESS")
+        return await asyncio.to_thread(decode_image, response.content)
 
     async def probe(self) -> str:
         """GET /v1/user/balance: the key works and the account can pay for one image."""
