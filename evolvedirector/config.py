@@ -27,7 +27,7 @@ from pydantic import (
 import evolvedirector.worlds  # noqa: F401
 from evolvedirector.credentials import check_no_secret_fields, check_url, check_variable_name, looks_like_a_key
 from evolvedirector.director import templates as director_templates
-from evolvedirector.teachers.presets import expand_preset
+from evolvedirector.teachers.presets import PRESETS, expand_preset
 
 
 def _w_by_h(text: str) -> str:
@@ -403,6 +403,7 @@ def _backend(entry) -> str:
     return getattr(entry, "backend", "shapes")
 
 
+TEACHER_BACKENDS = ("shapes", "diffusers", "openai", "queue", "bfl", "replicate", "stability", "gemini", "imagen")
 AnyTeacherConfig = Annotated[
     Union[
         Annotated[TeacherConfig, Tag("shapes")],
@@ -766,7 +767,14 @@ class RunConfig(Section):
     @classmethod
     def _presets_expanded(cls, value):
         # `backend: recraft` is the openai backend with Recraft's settings (teachers/presets.py).
-        return [expand_preset(entry) for entry in value] if isinstance(value, list) else value
+        if not isinstance(value, list):
+            return value
+        for index, entry in enumerate(value):
+            backend = entry.get("backend", "shapes") if isinstance(entry, dict) else None
+            if isinstance(backend, str) and backend not in TEACHER_BACKENDS and backend not in PRESETS:
+                raise ValueError(f"teachers.{index}.backend {backend!r} is neither a backend "
+                                 f"({', '.join(TEACHER_BACKENDS)}) nor a preset ({', '.join(PRESETS)})")
+        return [expand_preset(entry) for entry in value]
 
     @field_validator("log_with", mode="before")
     @classmethod

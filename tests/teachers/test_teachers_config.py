@@ -96,7 +96,7 @@ def _request(size):
 
 @pytest.mark.parametrize("entry, field, reason", [
     ({"name": "x", "backend": "openai"}, "teachers.0.openai.cost_per_image", "Field required"),
-    ({"name": "x", "backend": "dalle"}, "teachers.0", "does not match any of the expected tags"),
+    ({"name": "x", "backend": "dalle"}, "teachers", "teachers.0.backend 'dalle' is neither a backend"),
     ({"name": "x", "backend": "queue", "cost_per_image": 0.1}, "teachers.0.queue.base_url", "Field required"),
     ({"name": "x", "backend": "queue", "cost_per_image": 0.1, "base_url": "ftp://x"},
      "teachers.0.queue.base_url", "http:// or https://"),

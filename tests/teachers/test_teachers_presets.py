@@ -290,3 +290,14 @@ def test_together_at_its_credit_limit_is_an_out_of_credits_fault_not_billed(toge
     [purchase] = buy(build_teacher(entry_config("together", f"{together.url}/v1")), ["a red circle"])
     assert purchase.image_hash is None and purchase.error.startswith("out_of_credits") and "HTTP 402" in purchase.error
     assert together.requests["generate"] == 1 and together.billed == 0 and store.spend() == (0, 0)
+
+
+def test_an_unknown_backend_names_every_backend_and_preset():
+    from evolvedirector.config import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"teachers": [{"name": "x", "backend": "fluxx", "cost_per_image": 0.1}]})
+    message = str(caught.value)
+    assert "teachers.0.backend 'fluxx' is neither a backend" in message
+    assert all(name in message for name in ("bfl", "replicate", "stability", "gemini", "imagen", "fal", "recraft",
+                                             "together", "gpt-image-1"))
