@@ -24,9 +24,13 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from evolvedirector.config import RunConfig
-from evolvedirector.director.failures import DirectorCallFailed
+from evolvedirector.director import DirectorError, build_director
+from evolvedirector.director.canvas import side_by_side
+from evolvedirector.director.failures import SELF_EXPLAINED, DirectorCallFailed
+from evolvedirector.director.templates import fill
 from evolvedirector.teachers import ImageRequest, build_teacher
 from evolvedirector.teachers.faults import NOT_FOUND, Fault
 from evolvedirector.teachers.health import advice, host_of
@@ -103,11 +107,6 @@ async def check_director(config: RunConfig, *, ask: bool) -> list[Check]:
     director_config = config.director
     if director_config.backend != "openai":
         return []  # shapes: embedded; local: its model folder is checked with the run's paths
-    from evolvedirector.director import DirectorError, build_director
-    from evolvedirector.director.canvas import side_by_side
-    from evolvedirector.director.templates import fill
-    from PIL import Image
-
     host = ", ".join(host_of(server) for server in director_config.servers)
     try:
         director = build_director(director_config, seed=0)
@@ -142,8 +141,6 @@ async def check_director(config: RunConfig, *, ask: bool) -> list[Check]:
 def _director_check(host: str, step: str, answer, error, seconds: float) -> Check:
     if error is None:
         return Check("director", host, step, OK, seconds, answer)
-    from evolvedirector.director.failures import SELF_EXPLAINED
-
     fix = "" if error.kind in SELF_EXPLAINED else \
         "check director.base_url, director.model and the key in director.api_key_env"
     return Check("director", host, step, FAILED, seconds, f"{error.kind}: {str(error)[:400]}", fix)

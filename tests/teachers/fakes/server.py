@@ -11,8 +11,6 @@ before the route's own logic runs.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import threading
 from collections import Counter, defaultdict, deque
@@ -20,19 +18,12 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-import numpy as np
-from PIL import Image
+from evolvedirector.testing.fake_images_api import fake_image
 
 
 def png(prompt: str, width: int, height: int, seed: int = 0) -> bytes:
-    """A PNG that depends only on (prompt, seed, size): a coloured field with a block."""
-    digest = hashlib.sha256(f"{prompt}\x1f{seed}".encode()).digest()
-    image = np.empty((height, width, 3), np.uint8)
-    image[:] = list(digest[:3])
-    image[height // 4: height // 2, width // 4: width // 2] = list(digest[3:6])
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
+    """A PNG that depends only on (prompt, seed, size): the shared fake API's image."""
+    return fake_image(prompt, seed, width, height)
 
 
 @dataclass
