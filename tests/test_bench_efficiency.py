@@ -109,6 +109,21 @@ def test_resume_reruns_only_the_unfinished_arms_and_refuses_other_settings(tmp_p
     other = runner.invoke(app, [*quick[:3], "--steps", "3", *quick[5:], "--resume"])
     assert other.exit_code != 0 and "steps" in other.output
 
+    # The recipe the arms trained is saved beside the settings: a demo.yaml changed since is refused ...
+    settings_file = tmp_path / "settings.json"
+    saved = json.loads(settings_file.read_text())
+    assert saved["recipe"]["train.lr"] == load_config(demo_config_path()).train.lr
+    assert saved["recipe"]["student.size"] == "shapes-xxs"
+    settings_file.write_text(json.dumps({**saved, "recipe": {**saved["recipe"], "train.lr": 0.5}}))
+    changed = runner.invoke(app, [*quick, "--resume"])
+    assert changed.exit_code != 0 and "train.lr: 0.5 there" in changed.output
+    # ... and one saved before the recipe was recorded resumes with today's, saying so.
+    settings_file.write_text(json.dumps({k: v for k, v in saved.items() if k != "recipe"}))
+    old = runner.invoke(app, [*quick, "--resume"])
+    assert old.exit_code == 0, old.output
+    assert "from before the recipe was recorded" in old.output
+    assert "recipe" in json.loads(settings_file.read_text())
+
 
 def test_gpu_profile_resolves_to_the_default_arms_at_a_gpu_batch_within_eight_minutes(tmp_path):
     from evolvedirector.bench.efficiency import (
@@ -267,6 +282,20 @@ def test_headline_gives_r_per_seed_over_seeds_and_s_minus_t_over_prompts():
     lines = headline_lines(best, ladder, 0)
     assert "2.67 [" in lines[1] and "t-interval over seeds" in lines[1]
     assert "0.25 [0.25, 0.25]" in lines[2] and "paired bootstrap over held-out prompts" in lines[2]
+
+
+def test_the_plot_s_error_bars_are_each_mean_s_interval_over_prompts():
+    from dataclasses import replace
+
+    from evolvedirector.bench.efficiency import error_bars, from_outcomes
+
+    halves = from_outcomes({d: [True, False, False, True] for d in ("object", "relation", "count", "text")})
+    rows = [made("loop", 100, 0, 0.0), replace(made("loop", 400, 0, 0.0), **halves)]
+    below, above = error_bars(rows)
+    assert below[0] == 0 and above[0] == 0  # saved before outcomes were kept: nothing to draw
+    span = rows[1].intervals["mean"]
+    assert below[1] == pytest.approx(0.5 - span["low"]) and above[1] == pytest.approx(span["high"] - 0.5)
+    assert below[1] > 0 and above[1] > 0
 
 
 def test_a_result_saved_before_outcomes_were_kept_still_loads_and_summarizes(tmp_path):

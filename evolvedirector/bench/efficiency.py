@@ -436,6 +436,14 @@ def run_arms(arms: list[Arm], settings: Settings, workdir: Path, jobs: int,
                 yield result
 
 
+def error_bars(rows: list[Result]) -> list[list[float]]:
+    """[below, above] each row's held-out mean: its 95% interval over held-out prompts as matplotlib's
+    yerr wants it (0 and 0 for a result saved before outcomes were kept: no interval to draw)."""
+    spans = [r.intervals.get(MEAN, {}) for r in rows]
+    return [[r.accuracy[MEAN] - span["low"] if span.get("low") is not None else 0.0 for r, span in zip(rows, spans)],
+            [span["high"] - r.accuracy[MEAN] if span.get("high") is not None else 0.0 for r, span in zip(rows, spans)]]
+
+
 def plot(results: list[Result], seed: int, path: Path, best_teacher: float | None = None) -> None:
     import matplotlib
 
@@ -449,9 +457,10 @@ def plot(results: list[Result], seed: int, path: Path, best_teacher: float | Non
         rows = sorted((r for r in results if r.arm == arm and r.seed == seed), key=lambda r: r.budget)
         if len(rows) < 2:
             continue
-        style = dict(marker="o", linewidth=2.5 if arm == "loop" else 1.2, label=arm)
-        axes[0].plot([r.calls for r in rows], [r.accuracy[MEAN] for r in rows], **style)
-        axes[1].plot([r.dollars for r in rows], [r.accuracy[MEAN] for r in rows], **style)
+        style = dict(marker="o", linewidth=2.5 if arm == "loop" else 1.2, label=arm, capsize=3)
+        means, bars = [r.accuracy[MEAN] for r in rows], error_bars(rows)
+        axes[0].errorbar([r.calls for r in rows], means, yerr=bars, **style)
+        axes[1].errorbar([r.dollars for r in rows], means, yerr=bars, **style)
     ceiling = next((r for r in results if r.arm == CEILING and r.seed == seed), None)
     for ax, label in zip(axes, ("teacher calls", "dollars")):
         if ceiling is not None:
@@ -462,7 +471,8 @@ def plot(results: list[Result], seed: int, path: Path, best_teacher: float | Non
         ax.xaxis.set_minor_formatter(NullFormatter())  # 2x10^2, 3x10^2 ... overlap
         ax.set_xlabel(label)
         ax.set_ylabel("held-out accuracy (mean of domains)")
-        ax.legend(loc="center right")
+        ax.set_title("bars: 95% bootstrap interval over held-out prompts", fontsize=9)
+        ax.legend(loc="best")
     budgets = sorted({r.budget for r in results if r.arm.startswith("naive-")})
     axes[0].set_xticks(budgets, [str(b) for b in budgets])  # the ladder itself
     fig.savefig(path, dpi=90)
@@ -572,12 +582,35 @@ def settings_from_options(quick: bool, steps: int | None, ladder: str | None, pr
     return settings
 
 
-def load_finished(out: Path, settings: Settings) -> list[Result]:
-    """The results an interrupted run already holds, after checking it ran with these settings."""
+def recipe_of(config: RunConfig) -> dict[str, object]:
+    """What every arm trains with, as resolved: the student and train sections, field by field
+    ("train.lr": 0.003). Saved beside the settings, so that a resumed run whose demo.yaml has
+    changed since is refused instead of mixing two recipes in one table."""
+    sections = {"student": config.student.model_dump(mode="json"), "train": config.train.model_dump(mode="json")}
+    return {f"{section}.{name}": value for section, fields_ in sections.items() for name, value in fields_.items()}
+
+
+def saved_settings_text(settings: Settings, recipe: dict[str, object]) -> bytes:
+    return json.dumps({**asdict(settings), "recipe": recipe}, indent=1).encode()
+
+
+def load_finished(out: Path, settings: Settings, recipe: dict[str, object], console: Console) -> list[Result]:
+    """The results an interrupted run already holds, after checking it ran with these settings and
+    this recipe."""
     saved_settings, saved_results = out / SETTINGS_FILE, out / RESULTS_FILE
     if not saved_settings.is_file():
         raise typer.BadParameter(f"--resume: {saved_settings} does not exist (no bench efficiency run in {out})")
     saved = json.loads(saved_settings.read_text())
+    saved_recipe = saved.pop("recipe", None)
+    if saved_recipe is None:
+        console.print(f"note: {saved_settings} is from before the recipe was recorded; the arms left train "
+                      "today's recipe (printed below)", highlight=False)
+    else:
+        changed = sorted(k for k in recipe.keys() | saved_recipe.keys() if saved_recipe.get(k) != recipe.get(k))
+        if changed:
+            differences = ", ".join(f"{k}: {saved_recipe.get(k)} there, {recipe.get(k)} now" for k in changed)
+            raise typer.BadParameter(f"--resume: {out} trained another recipe ({differences}); the demo's config "
+                                     "changed since: finish it with that config, or start again in another --out")
     # A run from before a field existed ran with its default.
     saved = {**{f.name: f.default for f in fields(Settings) if f.default is None}, **saved}
     current = json.loads(json.dumps(asdict(settings)))  # tuples as lists, as they were saved
@@ -623,15 +656,17 @@ def efficiency(
     if resume and out is None:
         raise typer.BadParameter("--resume needs --out, the folder of the run to go on with")
     out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="evolvedirector-bench-"))
+    resolved = base_config(out, 0, settings)
+    recipe = recipe_of(resolved)
     if resume:
-        results = load_finished(out, settings)
+        results = load_finished(out, settings, recipe, console)
     elif (out / RESULTS_FILE).exists():
         raise typer.BadParameter(f"{out / RESULTS_FILE} exists: pass --resume to go on with that run, "
                                  "or another --out")
     else:
         results = []
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / SETTINGS_FILE, json.dumps(asdict(settings), indent=1).encode())
+    write_atomic(out / SETTINGS_FILE, saved_settings_text(settings, recipe))
 
     def record(result: Result) -> None:
         results.append(result)
@@ -655,14 +690,13 @@ def efficiency(
         return unfinished(ablation_arms(settings, win_rate))
 
     jobs = jobs or (GPU_JOBS if settings.device == "cuda" else os.cpu_count() or 1)
-    resolved = base_config(out, 0, settings)
     low_res = (f", the first {resolved.train.low_res_steps} steps at {resolved.train.low_res_side} px"
                if resolved.train.low_res_side is not None else "")
-    recipe = (f"the demo's student and recipe ({resolved.student.size}, batch {resolved.train.batch_size}, "
+    recipe_text = (f"the demo's student and recipe ({resolved.student.size}, batch {resolved.train.batch_size}, "
               f"lr {resolved.train.lr:.2g}, timestep power {resolved.train.timestep_power:g}{low_res}"
               + (f", on {settings.device}" if settings.device else "") + ")")
     console.print(f"[bold]bench efficiency[/bold]: ladder {list(settings.ladder)}, {settings.steps} steps per arm, "
-                  f"seeds {list(settings.seeds)}, {settings.heldout_per_domain} held-out prompts per domain, {recipe}, "
+                  f"seeds {list(settings.seeds)}, {settings.heldout_per_domain} held-out prompts per domain, {recipe_text}, "
                   f"{jobs} arms at a time; results in {out}" + (f" ({len(results)} arms already done)" if resume else ""))
     if settings.device == "cuda":
         console.print(f"estimated {gpu_estimate(settings, jobs) / 60:.1f} minutes on one H100/H200 (a model from a "
