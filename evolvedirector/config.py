@@ -712,7 +712,8 @@ class EvolveConfig(Section):
     heldout_judged: int = Field(8, ge=0, le=10_000, description=(
         "where the world has no exact rules (your own prompts): held-out prompts per category that the "
         "director judges each round, the same ones every round; P(yes) with director.mode pointwise, else "
-        "the student's win rate against the best teacher's image, each bought once (in the budget); 0: off"))
+        "the student's win rate against the best teacher's image, each bought once (in the budget, and fewer "
+        "prompts where those images would take more than a quarter of max_teacher_calls or max_dollars); 0: off"))
     overlap: Literal["serial", "async"] = Field(
         "serial", description="serial: train, then render, judge, buy and commit (the same figures run after run); "
         "async: the trainer trains on in its own thread, on the newest committed version, while a round renders "

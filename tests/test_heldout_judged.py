@@ -81,3 +81,53 @@ def test_a_pointwise_director_gives_p_yes_and_buys_nothing_for_it(tmp_path):
     assert pointwise_asked >= 2 * len(prompts)  # two rounds' held-out prompts, beside the round's judging
     assert not set(prompts) & {c["prompt"] for c in table(run, "SELECT prompt FROM teacher_calls")}
     assert not table(run, "SELECT * FROM heldout_references")
+
+
+def capped_config(tmp_path, **budget):
+    """Two teachers at $0.04 an image, 2 held-out prompts per category wanted, and `budget`."""
+    teachers = [openai_teacher("a", "http://127.0.0.1:9/v1"), openai_teacher("b", "http://127.0.0.1:9/v1")]
+    path = write_config(tmp_path, teachers, "http://127.0.0.1:9/v1", heldout_judged=PER_CATEGORY)
+    data = yaml.safe_load(path.read_text())
+    data["budget"] = {"max_rounds": 3, **budget}
+    path.write_text(yaml.safe_dump(data))
+    config = load_config(path)
+    return config, build_world(config)
+
+
+@pytest.mark.parametrize("budget, per_category, field", [
+    ({}, PER_CATEGORY, None),
+    ({"max_teacher_calls": 1000}, PER_CATEGORY, None),
+    # A quarter of 40 calls is 10: 5 prompts from each of the 2 teachers, 1 for each of 3 categories.
+    ({"max_teacher_calls": 40}, 1, "budget.max_teacher_calls (40)"),
+    # A quarter of $1 buys 3 prompts from both teachers ($0.08 each): 1 per category.
+    ({"max_dollars": 1.0}, 1, "budget.max_dollars ($1)"),
+    ({"max_dollars": 1.0, "max_teacher_calls": 12}, 0, "budget.max_teacher_calls (12)"),
+])
+def test_the_references_take_at_most_a_quarter_of_the_budget(tmp_path, budget, per_category, field):
+    config, world = capped_config(tmp_path, **budget)
+    allowed, why = heldout.judged_per_category(config, world)
+    assert allowed == per_category
+    assert (why is None) == (field is None) and (field is None or field in why)
+    prompts = heldout.judged_prompts(config, world)
+    assert len(prompts) == 3 * per_category
+    calls = len(prompts) * len(config.teachers)
+    if "max_teacher_calls" in budget:
+        assert calls <= budget["max_teacher_calls"] / 4
+    if "max_dollars" in budget:
+        assert len(prompts) * 0.08 <= budget["max_dollars"] / 4
+
+
+def test_the_plan_says_when_the_references_are_capped_or_left_out(tmp_path, monkeypatch):
+    from evolvedirector.loop import plan
+    from evolvedirector.store import Store
+
+    monkeypatch.setattr(plan, "measure", lambda *a, **k: plan.Measured(step_seconds=0.01, render_seconds=0.001))
+    for budget, expected in (({"max_teacher_calls": 40}, "judges 3 held-out prompts each round"),
+                             ({"max_teacher_calls": 12}, "judges no held-out prompts")):
+        folder = tmp_path / str(budget["max_teacher_calls"])
+        folder.mkdir()
+        config, world = capped_config(folder, **budget)
+        store = Store(folder / "evolve.db")
+        line, _ = plan.first_line(config, 0, world, store, trainer=None, student=None)
+        store.close()
+        assert expected in line and "at most 25% of budget.max_teacher_calls" in line, line

@@ -39,6 +39,10 @@ from evolvedirector.store import ImageStore, Store
 from evolvedirector.teachers import Ledger, Teacher
 from evolvedirector.worlds import World
 
+# The most of budget.max_teacher_calls (or max_dollars) the win rate's reference images may take:
+# with a small budget, 8 prompts per category from every teacher could otherwise spend it all in
+# round 0 and stop the run before the student had trained.
+REFERENCE_SHARE = 0.25
 P_YES = "P(yes)"
 WIN_RATE = "win rate against the best teacher"
 OPERATION = "heldout"  # the round's director calls for this measure, as the store counts them
@@ -47,8 +51,8 @@ OPERATION = "heldout"  # the round's director calls for this measure, as the sto
 def judged_prompts(config: RunConfig, world: World) -> list[str]:
     """The held-out prompts the director judges each round, grouped by category; none where the
     world grades exactly or the measure is off."""
-    evolve = config.evolve
-    if world.graded or not evolve.evaluate_every_round or evolve.heldout_judged == 0:
+    per_category, _why = judged_per_category(config, world)
+    if per_category == 0:
         return []
     rng = random.Random(seed_for(config.seed, "heldout sample"))
     by_category: dict[str, list[str]] = {}
@@ -56,9 +60,38 @@ def judged_prompts(config: RunConfig, world: World) -> list[str]:
         by_category.setdefault(world.category(prompt), []).append(prompt)
     chosen: list[str] = []
     for prompts in by_category.values():  # in file order within each category
-        picked = sorted(rng.sample(range(len(prompts)), min(evolve.heldout_judged, len(prompts))))
+        picked = sorted(rng.sample(range(len(prompts)), min(per_category, len(prompts))))
         chosen += [prompts[i] for i in picked]
     return chosen
+
+
+def judged_per_category(config: RunConfig, world: World) -> tuple[int, str | None]:
+    """evolve.heldout_judged, or fewer where every teacher's image of that many prompts per category
+    would take more than REFERENCE_SHARE of the call or dollar budget, with the reason when capped;
+    0 where the world grades exactly or the measure is off. A pointwise director buys nothing for
+    the measure: never capped."""
+    evolve = config.evolve
+    if world.graded or not evolve.evaluate_every_round or evolve.heldout_judged == 0:
+        return 0, None
+    wanted = evolve.heldout_judged
+    categories = len({world.category(prompt) for prompt in world.heldout})
+    if measure_of(config) == P_YES or categories == 0:
+        return wanted, None
+    budget, teachers = config.budget, config.teachers
+    limits = []
+    if budget.max_teacher_calls is not None:
+        limits.append((int(REFERENCE_SHARE * budget.max_teacher_calls) // len(teachers), "budget.max_teacher_calls",
+                       f"{budget.max_teacher_calls}"))
+    price = sum(t.cost_per_image for t in teachers)
+    if budget.max_dollars is not None and price > 0:
+        limits.append((int(REFERENCE_SHARE * budget.max_dollars / price), "budget.max_dollars",
+                       f"${budget.max_dollars:g}"))
+    capped = [(prompts // categories, field, value) for prompts, field, value in limits if prompts // categories < wanted]
+    if not capped:
+        return wanted, None
+    per_category, field, value = min(capped)
+    return per_category, (f"capped from evolve.heldout_judged {wanted} so that their teacher images take at most "
+                          f"{REFERENCE_SHARE:.0%} of {field} ({value})")
 
 
 def measure_of(config: RunConfig) -> str:

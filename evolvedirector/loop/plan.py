@@ -130,6 +130,7 @@ def first_line(config: RunConfig, round: int, world, store, trainer, student) ->
     """The plan line of a run whose next round is `round` (and, where the director measures the
     held-out prompts, a line saying what that costs), and its round_estimates (for time_left)."""
     judged = heldout.judged_prompts(config, world)
+    per_category, capped = heldout.judged_per_category(config, world)
     heldout_renders = len(world.heldout) if world.graded else len(judged)
     set_size = len(store.active_samples()) or config.evolve.seed_prompts
     measured = measure(trainer, student, prompts=max(heldout_renders, 1))
@@ -138,6 +139,11 @@ def first_line(config: RunConfig, round: int, world, store, trainer, student) ->
     if judged:
         known = store.heldout_references()
         line += "\n" + judging_line(config, len(judged), sum(p not in known for p in judged), measured)
+        if capped:
+            line += f" ({per_category} per category: {capped})"
+    elif capped:
+        line += (f"\nheld-out: the director judges no held-out prompts ({capped}: not one prompt per category "
+                 "fits; raise the budget or set evolve.heldout_judged 0 to say so)")
     return line, estimates
 
 
