@@ -677,21 +677,11 @@ class TrainConfig(Section):
         "side is this many pixels (None: every step at full size); a multiple of the VAE cell x patch size"
     )
     low_res_steps: int = Field(0, ge=0, description="optimizer steps at low_res_side, counted from the run's first")
-    lr_cooldown_steps: int = Field(
-        0, ge=0, description="the last this many of the planned optimizer steps (total_steps) take the lr linearly "
-        "down to 0 after it held constant (warm-up, stable, decay); 0: constant after the warm-up, PixArt-α's"
-    )
-    total_steps: int | None = Field(
-        None, ge=1, description="the planned optimizer steps, where lr_cooldown_steps end (None: "
-        "budget.max_rounds x steps_per_round in a run, --steps in bench student)"
-    )
 
     @model_validator(mode="after")
     def _low_res_needs_both(self):
         if (self.low_res_side is None) != (self.low_res_steps == 0):
             raise ValueError("low_res_side and low_res_steps go together: set both, or neither")
-        if self.total_steps is not None and self.lr_cooldown_steps > self.total_steps:
-            raise ValueError(f"lr_cooldown_steps {self.lr_cooldown_steps} is more than total_steps {self.total_steps}")
         return self
 
 
@@ -793,29 +783,6 @@ class RunConfig(Section):
         if value is None:
             return []
         return [value] if isinstance(value, str) else value
-
-    @model_validator(mode="after")
-    def _cooldown_has_an_end(self):
-        train = self.train
-        if train.lr_cooldown_steps and train.total_steps is None:
-            if self.budget.max_rounds is None:
-                raise ValueError("train.lr_cooldown_steps needs train.total_steps or budget.max_rounds: the lr "
-                                 "falls to 0 over the last steps of the planned training, which must end somewhere")
-            if train.lr_cooldown_steps > self.planned_train.total_steps:
-                raise ValueError(f"train.lr_cooldown_steps {train.lr_cooldown_steps} is more than the "
-                                 f"{self.planned_train.total_steps} steps the rounds train (budget.max_rounds x "
-                                 "steps_per_round)")
-        return self
-
-    @property
-    def planned_train(self) -> TrainConfig:
-        """`train` as the trainer takes it: total_steps, where a cooldown ends, filled in from the
-        rounds (budget.max_rounds x steps_per_round) when unset. Computed, not saved, so a run
-        resumed with more rounds cools down at its new end."""
-        train = self.train
-        if train.total_steps is not None or self.budget.max_rounds is None:
-            return train
-        return train.model_copy(update={"total_steps": self.budget.max_rounds * train.steps_per_round})
 
     @model_validator(mode="after")
     def _distinct_teachers(self):

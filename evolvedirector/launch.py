@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         tracking.check_installed(config.log_with)
     except tracking.TrackerUnavailable as error:
         raise SystemExit(f"error: {error}") from None
-    trainer = Trainer(student, config.planned_train, seed=config.seed, device=config.device,
+    trainer = Trainer(student, config.train, seed=config.seed, device=config.device,
                       cache_dir=run_dir / "features", images=ImageStore(run_dir / "images"),
                       log_with=config.log_with, logging_dir=run_dir / tracking.LOGS)
     lock = None

@@ -174,8 +174,7 @@ def base_config(out: Path, seed: int, settings: Settings) -> RunConfig:
     batch, lr = settings.batch_size or config.train.batch_size, settings.lr
     if lr is None:
         lr = config.train.lr * math.sqrt(batch / config.train.batch_size)
-    # Every arm trains settings.steps in all (a loop arm's last ones on its final set): a cooldown ends there.
-    config.train = config.train.model_copy(update={"batch_size": batch, "lr": lr, "total_steps": settings.steps})
+    config.train = config.train.model_copy(update={"batch_size": batch, "lr": lr})
     if settings.device is not None:
         config.device = settings.device
     return config

@@ -168,11 +168,8 @@ def student_bench(
     if (out / "evolve.db").exists():
         raise typer.BadParameter(f"--out {out} already holds a run (evolve.db): give another folder")
     check_heldout_size(heldout_per_domain)
-    chosen = parse_settings(settings)
-    config = recipe_config(out, seed, chosen)
+    config = recipe_config(out, seed, parse_settings(settings))
     steps = steps or config.budget.max_rounds * config.train.steps_per_round
-    if "train.total_steps" not in chosen:  # a cooldown ends where this training does
-        config = recipe_config(out, seed, {**chosen, "train.total_steps": steps})
 
     import torch
 

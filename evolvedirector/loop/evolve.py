@@ -74,7 +74,7 @@ class Evolution:
         torch.manual_seed(config.seed)  # the same seed gives the same initial student
         self.student = Student(config.student, config.world.image_size)
         # Text features (and VAE latents at full scale) are cached on disk beside the run.
-        self.trainer = Trainer(self.student, config.planned_train, seed=config.seed, device=config.device,
+        self.trainer = Trainer(self.student, config.train, seed=config.seed, device=config.device,
                                cache_dir=self.folder.path / "features", images=self.images,
                                log_with=config.log_with, logging_dir=self.folder.path / tracking.LOGS)
         # The world refuses proposals past the text encoder's token limit, so it counts with its tokenizer.

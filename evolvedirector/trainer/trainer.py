@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator, DistributedType
 from accelerate.utils import broadcast_object_list
-from torch.optim.lr_scheduler import LambdaLR
+from diffusers.optimization import get_constant_schedule_with_warmup
 
 from evolvedirector.store.images import ImageStore
 from evolvedirector.student.buckets import buckets_at
@@ -153,24 +153,6 @@ def compile_student(model: torch.nn.Module, scope: str, mode: str) -> None:
         block.compile(mode=mode)
 
 
-def lr_schedule(optimizer, config) -> LambdaLR:
-    """A linear warm-up, then the lr held (PixArt-α's schedule); with `lr_cooldown_steps`, the last
-    of the `total_steps` planned take it linearly down to 0 (warm-up, stable, decay). A function of
-    the step alone, so a resumed run picks up where it was."""
-    warmup, cooldown, end = config.warmup_steps, config.lr_cooldown_steps, config.total_steps
-    if cooldown and end is None:
-        raise ValueError("train.lr_cooldown_steps needs train.total_steps, where the cooldown ends")
-
-    def factor(step: int) -> float:  # 0 for the first optimizer step
-        if step < warmup:
-            return step / warmup
-        if not cooldown:
-            return 1.0
-        return min(1.0, max(0.0, (end - step) / cooldown))
-
-    return LambdaLR(optimizer, factor)
-
-
 class Trainer:
     def __init__(self, student, config, *, seed: int = 0, device: str = "auto", cache_dir: Path | None = None,
                  images: ImageStore | None = None, fused_adam: bool | None = None, sync_every: int | None = None,
@@ -208,7 +190,7 @@ class Trainer:
         self.raw_optimizer = build_optimizer(student.model, config, fused=self.fused_adam)
         # The schedule counts optimizer steps whatever the number of processes, so it is stepped
         # here rather than prepared (accelerate would step it once per process).
-        self.schedule = lr_schedule(self.raw_optimizer, config)
+        self.schedule = get_constant_schedule_with_warmup(self.raw_optimizer, num_warmup_steps=config.warmup_steps)
         self.model, self.optimizer = self.accelerator.prepare(student.model, self.raw_optimizer)
         compile_student(self.accelerator.unwrap_model(self.model), config.compile, config.compile_mode)
         student.ema_model.to(self.device)

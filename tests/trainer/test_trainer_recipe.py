@@ -28,8 +28,7 @@ def test_a_power_below_one_draws_noisier_timesteps_with_the_density_it_promises(
 
 
 @pytest.mark.parametrize("fields", [{"timestep_power": 0}, {"timestep_power": 1.5},
-                                    {"low_res_side": 16}, {"low_res_steps": 10},
-                                    {"lr_cooldown_steps": 20, "total_steps": 10}, {"lr_cooldown_steps": -1}])
+                                    {"low_res_side": 16}, {"low_res_steps": 10}])
 def test_bad_recipe_fields_are_refused_by_name(fields):
     with pytest.raises(ValidationError) as caught:
         TrainConfig(**fields)
@@ -89,38 +88,3 @@ def test_the_timestep_power_changes_training_and_power_one_changes_nothing():
         results[power] = [p.detach().clone() for p in student.model.parameters()]
     assert all(torch.equal(a, b) for a, b in zip(results[None], results[1.0]))
     assert not all(torch.equal(a, b) for a, b in zip(results[None], results[0.5]))
-
-
-def test_the_lr_warms_up_holds_then_cools_down_to_zero_at_the_planned_end():
-    _, constant = trainer()
-    assert [constant.lr_at(step) for step in (1, 2, 3, 100, 10_000)] == pytest.approx([0, 5e-4, 1e-3, 1e-3, 1e-3])
-    _, cooled = trainer(lr_cooldown_steps=4, total_steps=10)
-    # Warm-up over steps 1-2, held to step 6, then 4 steps down: 0 from step 11 on (none planned).
-    assert [cooled.lr_at(step) for step in range(1, 12)] == pytest.approx(
-        [0, 5e-4, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3, 7.5e-4, 5e-4, 2.5e-4, 0])
-    # What the optimizer uses is what lr_at says, step by step.
-    images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    used = []
-    for _ in range(10):
-        used.append(cooled.optimizer.param_groups[0]["lr"])
-        cooled.optimizer_step(images, PROMPTS)
-    assert used == pytest.approx([cooled.lr_at(step) for step in range(1, 11)])
-
-
-def test_a_run_s_cooldown_ends_with_its_rounds_and_needs_an_end():
-    from evolvedirector.config import RunConfig
-
-    def run(train, budget):
-        return RunConfig.model_validate({"train": {"steps_per_round": 100, **train}, "budget": budget})
-
-    planned = run({"lr_cooldown_steps": 300}, {"max_rounds": 8}).planned_train
-    assert (planned.total_steps, planned.lr_cooldown_steps) == (800, 300)
-    config = run({"lr_cooldown_steps": 300}, {"max_rounds": 8})
-    assert config.train.total_steps is None  # computed, not saved: more rounds on resume move the end
-    assert run({"lr_cooldown_steps": 300, "total_steps": 500}, {"max_rounds": 8}).planned_train.total_steps == 500
-    with pytest.raises(ValidationError, match="lr_cooldown_steps needs train.total_steps or budget.max_rounds"):
-        run({"lr_cooldown_steps": 300}, {"max_teacher_calls": 100})
-    with pytest.raises(ValidationError, match="more than the 200 steps the rounds train"):
-        run({"lr_cooldown_steps": 300}, {"max_rounds": 2})
-    with pytest.raises(ValueError, match="needs train.total_steps"):
-        trainer(lr_cooldown_steps=3)
