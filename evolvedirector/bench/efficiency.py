@@ -693,8 +693,8 @@ def efficiency(
     low_res = (f", the first {resolved.train.low_res_steps} steps at {resolved.train.low_res_side} px"
                if resolved.train.low_res_side is not None else "")
     recipe_text = (f"the demo's student and recipe ({resolved.student.size}, batch {resolved.train.batch_size}, "
-              f"lr {resolved.train.lr:.2g}, timestep power {resolved.train.timestep_power:g}{low_res}"
-              + (f", on {settings.device}" if settings.device else "") + ")")
+                   f"lr {resolved.train.lr:.2g}, timestep power {resolved.train.timestep_power:g}{low_res}"
+                   + (f", on {settings.device}" if settings.device else "") + ")")
     console.print(f"[bold]bench efficiency[/bold]: ladder {list(settings.ladder)}, {settings.steps} steps per arm, "
                   f"seeds {list(settings.seeds)}, {settings.heldout_per_domain} held-out prompts per domain, {recipe_text}, "
                   f"{jobs} arms at a time; results in {out}" + (f" ({len(results)} arms already done)" if resume else ""))
