@@ -699,6 +699,13 @@ class EvolveConfig(Section):
             "selected most often in the parent's domain; or all of them (with selection)"
         ),
     )
+    # Off by default, as in the paper, whose open prompt space never runs out. Where it does (the
+    # shapes world holds 54 count and 48 text prompts; a prompt file holds what it holds), every
+    # expansion of a saturated category is refused and the student keeps one image per prompt.
+    redraw: bool = Field(False, description=(
+        "an expansion that names a prompt already in the set buys another image of it (the next teacher "
+        "seed) instead of being refused as a duplicate, so a category whose prompts are all in the set "
+        "still gets more images where the teacher keeps winning"))
     render_steps: int = Field(10, ge=1, description="DPM-Solver steps for the student's renders the director judges")
     render_guidance: float | None = Field(None, ge=0, description="guidance for those renders (None: student.guidance)")
     # Ablations (evolvedirector bench efficiency): switch one operation off at a time.

@@ -119,6 +119,55 @@ def test_expansions_go_to_the_teacher_the_director_selects_most_in_their_domain(
     assert routed_away_from_parent > 0
 
 
+def test_with_redraw_an_expansion_naming_a_prompt_in_the_set_buys_new_images_of_it(tmp_path, monkeypatch):
+    from evolvedirector.worlds.shapes.director import ShapesDirector
+
+    async def expand_into_the_parent(self, prompt, n):
+        return [prompt.upper(), prompt, "a cat on a mat"]  # the parent twice (one in capitals), and garbage
+
+    monkeypatch.setattr(ShapesDirector, "expand", expand_into_the_parent)
+    raw = tiny_config(tmp_path / "run", max_rounds=3)
+    raw["evolve"]["redraw"] = True
+    Evolution(parse_config(raw)).run()
+    store = Store(tmp_path / "run" / "evolve.db")
+    redraws = [s for s in store.all_samples() if s.operation == "expand"]
+    expanded = [v for v in store.all_verdicts() if v["action"] == "expand"]
+    assert expanded and len(redraws) == 2 * len(expanded)
+    for sample in redraws:
+        parent = store.sample(sample.parent_id)
+        assert (sample.prompt, sample.domain) == (parent.prompt, parent.domain)
+    # Every image of a prompt is a purchase of its own: one seed per draw, no image twice.
+    calls = store.conn.execute("SELECT prompt, teacher, seed, image_hash FROM teacher_calls").fetchall()
+    per_prompt: dict[str, list[int]] = {}
+    for call in calls:
+        per_prompt.setdefault(call["prompt"], []).append(call["seed"])
+    redrawn = {s.prompt for s in redraws}
+    assert all(sorted(set(per_prompt[p])) == list(range(len(set(per_prompt[p])))) for p in redrawn)
+    assert max(max(seeds) for seeds in per_prompt.values()) >= 2  # a prompt drawn three times at least
+    # Another seed is another image, but for a letter: the world draws glyphs unjittered.
+    jittered = [s for s in redraws if s.domain != "text"]
+    assert jittered and len({s.image_hash for s in jittered}) == len(jittered)
+    assert all(s.image_hash != store.sample(s.parent_id).image_hash for s in jittered)
+    # Only the garbage is refused; nothing as a duplicate.
+    assert set(store.refusal_counts()) == {"not a prompt of the world"}
+    check_run_invariants(store, tmp_path / "run" / "images", redraws=True)
+
+
+def test_without_redraw_the_same_expansions_are_refused_as_duplicates(tmp_path, monkeypatch):
+    from evolvedirector.worlds.shapes.director import ShapesDirector
+
+    async def expand_into_the_parent(self, prompt, n):
+        return [prompt.upper(), prompt]
+
+    monkeypatch.setattr(ShapesDirector, "expand", expand_into_the_parent)
+    Evolution(parse_config(tiny_config(tmp_path / "run", max_rounds=3))).run()
+    store = Store(tmp_path / "run" / "evolve.db")
+    expanded = [v for v in store.all_verdicts() if v["action"] == "expand"]
+    assert expanded and not [s for s in store.all_samples() if s.operation == "expand"]
+    assert store.refusal_counts()["already in the set"]["expand"] == 2 * len(expanded)
+    assert {c["seed"] for c in store.conn.execute("SELECT seed FROM teacher_calls")} == {0}
+
+
 def test_every_refused_proposal_and_every_empty_expansion_is_stored_with_its_reason(tmp_path, monkeypatch):
     from evolvedirector.loop.stages import NO_PROMPT
     from evolvedirector.worlds.shapes.director import ShapesDirector

@@ -31,6 +31,7 @@ class Proposal:
     teacher_names: list[str]
     parent_id: int | None = None
     bucket: tuple[int, int] | None = None  # (height, width) to ask for; None: the square image size
+    seed: int = TEACHER_SEED  # the teachers' seed; a redraw of a prompt in the set asks with the next one
 
 
 async def buy_and_select(
@@ -43,7 +44,7 @@ async def buy_and_select(
         task = progress.add_task(f"round {round}: teachers", total=len(proposals), info="")
 
         async def buy_all(proposal: Proposal) -> list:
-            request = ImageRequest(proposal.prompt, TEACHER_SEED, size, proposal.bucket)
+            request = ImageRequest(proposal.prompt, proposal.seed, size, proposal.bucket)
             bought = await asyncio.gather(*(
                 ledger.buy(teachers[name], [request], round) for name in proposal.teacher_names
             ))

@@ -11,7 +11,8 @@ decide       teacher wins -> expand: extend_num similar prompts (they inherit th
              student wins -> delete; with p = mutation_ratio, mutate: one unrelated prompt
              no usable verdict -> nothing (counted by kind; judged again next round)
 propose  the director writes the expansions and mutations
-place    every proposal goes through the world: accepted, or refused with a reason (kept in the store)
+place    every proposal goes through the world: accepted, or refused with a reason (kept in the store);
+             with evolve.redraw, an expansion naming a prompt in the set buys another image of it
 buy      teacher images for the new prompts (several teachers: the director picks the best)
              every teacher failed every call and nothing was bought -> stop; the round is not committed
 measure  the student draws the held-out prompts, graded where the world grades exactly; where it
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -155,7 +157,8 @@ async def direct(ctx: RoundContext, round: int, rng: random.Random, active: list
         judging = ctx.director.take_tally()
         decided = stages.decide(chosen, outcomes, rng, evolve, list(ctx.teachers), favourites, ctx.images)
         replies = await stages.propose(ctx.director, decided, evolve.extend_num, progress, round)
-    placed = await stages.place(ctx.world, ctx.director, decided.asks, replies, active, rng, evolve.extend_num)
+    drawn = Counter(ctx.world.key(s.prompt) for s in ctx.store.all_samples()) if evolve.redraw else None
+    placed = await stages.place(ctx.world, ctx.director, decided.asks, replies, active, rng, evolve.extend_num, drawn)
     new_samples = await _buy(ctx, placed.proposals, round=round, rng=rng)
     return Edits(verdicts=decided.verdicts, deleted=decided.deleted, refusals=placed.refusals,
                  unjudged=decided.unjudged, new_samples=new_samples,

@@ -14,6 +14,7 @@ import asyncio
 import math
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +30,7 @@ from evolvedirector.loop.heldout import Judged
 from evolvedirector.loop.run_folder import RunFolder
 from evolvedirector.loop.training import Trained
 from evolvedirector.store import ImageStore, RefusalRecord, RoundRecord, Sample, Store, VerdictRecord
+from evolvedirector.teachers.seeding import TEACHER_SEED
 from evolvedirector.worlds import World
 from evolvedirector.worlds.base import OTHER, Refused
 
@@ -185,25 +187,40 @@ class Placed:
 
 
 async def place(world: World, director: Director, asks: list[Ask], replies: list[list[str]], active: list[Sample],
-                rng: random.Random, extend_num: int) -> Placed:
+                rng: random.Random, extend_num: int, drawn: Counter[str] | None = None) -> Placed:
     """The world accepts or refuses each proposal, in the chosen samples' order; a free-text
-    mutation the world cannot place is categorized by the director, all at once."""
+    mutation the world cannot place is categorized by the director, all at once.
+
+    With `drawn` (`evolve.redraw`: how many samples of each prompt key the store holds, deleted
+    ones too), an expansion naming a prompt already in the set is a redraw of it: the set's own
+    prompt, asked with the next teacher seed (teachers/seeding.py), instead of a duplicate refused."""
     proposals: list[Proposal] = []
     refusals: list[RefusalRecord] = []
-    taken = {world.key(s.prompt) for s in active}
+    taken = {world.key(s.prompt): (s.prompt, s.domain) for s in active}  # key -> (prompt, category)
     for ask, texts in zip(asks, replies):
         if ask.operation == "expand" and not texts and extend_num:  # a refusal, or a reply with no prompt in it
             refusals.append(RefusalRecord(ask.parent.id, "expand", NO_PROMPT, ""))
+        redraws = drawn is not None and ask.operation == "expand"
         for text in texts:
-            outcome = world.accept(text, taken)
+            # The world checks everything but the set against it; the set is checked here.
+            outcome = world.accept(text, () if redraws else taken)
             if isinstance(outcome, Refused):
                 refusals.append(RefusalRecord(ask.parent.id, ask.operation, outcome.reason, outcome.detail))
                 continue
-            taken.add(world.key(outcome.prompt))
+            key = world.key(outcome.prompt)
+            if redraws and key in taken:
+                prompt, category = taken[key]
+                proposals.append(Proposal(prompt, ask.operation, category, ask.teachers, ask.parent.id,
+                                          world.bucket(rng), seed=TEACHER_SEED + drawn[key]))
+                drawn[key] += 1  # counted at once: a second redraw in this round gets the next seed
+                continue
             # A free-text prompt the world cannot place: an expansion takes its parent's category.
             category = outcome.category
             if category is None and ask.operation == "expand":
                 category = ask.parent.domain
+            taken[key] = (outcome.prompt, category)
+            if drawn is not None:
+                drawn[key] += 1
             proposals.append(Proposal(outcome.prompt, ask.operation, category, ask.teachers, ask.parent.id,
                                       world.bucket(rng)))
     unplaced = [p for p in proposals if p.category is None]
