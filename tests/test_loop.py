@@ -153,6 +153,36 @@ def test_with_redraw_an_expansion_naming_a_prompt_in_the_set_buys_new_images_of_
     check_run_invariants(store, tmp_path / "run" / "images", redraws=True)
 
 
+def test_a_resumed_run_redraws_with_the_seeds_an_uninterrupted_one_used(tmp_path, monkeypatch):
+    from evolvedirector.worlds.shapes.director import ShapesDirector
+
+    async def expand_into_the_parent(self, prompt, n):
+        return [prompt, prompt]
+
+    monkeypatch.setattr(ShapesDirector, "expand", expand_into_the_parent)
+
+    def config(folder, rounds):
+        raw = tiny_config(tmp_path / folder, max_rounds=rounds)
+        raw["evolve"]["redraw"] = True
+        return parse_config(raw)
+
+    def bought(folder):
+        store = Store(tmp_path / folder / "evolve.db")
+        try:
+            samples = sorted((s.prompt, s.teacher, s.image_hash, s.operation, s.round_added) for s in store.all_samples())
+            calls = sorted(tuple(c) for c in store.conn.execute("SELECT teacher, prompt, seed, image_hash FROM teacher_calls"))
+            return samples, calls
+        finally:
+            store.close()
+
+    Evolution(config("straight", 3)).run()
+    Evolution(config("resumed", 2)).run()
+    Evolution(config("resumed", 3)).run()
+    straight, resumed = bought("straight"), bought("resumed")
+    assert [s for s in straight[0] if s[3] == "expand" and s[4] == 3], "round 3 redrew nothing; nothing was compared"
+    assert resumed == straight
+
+
 def test_without_redraw_the_same_expansions_are_refused_as_duplicates(tmp_path, monkeypatch):
     from evolvedirector.worlds.shapes.director import ShapesDirector
 
