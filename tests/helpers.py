@@ -43,8 +43,9 @@ def check_run_invariants(store: Store, images_root: Path, redraws: bool = False)
     bought = {(c["teacher"], c["prompt"], c["image_hash"]) for c in calls}
     for s in store.conn.execute("SELECT * FROM samples"):
         assert (s["teacher"], s["prompt"], s["image_hash"]) in bought
-    # Prompts in the active set are distinct; with redraws (evolve.redraw) a prompt's images are
-    # (a letter's glyph is drawn unjittered, so its correct images are all the same one).
+    # Prompts in the active set are distinct. With redraws (evolve.redraw) a prompt may repeat, but
+    # never with the same teacher's same image (except a letter's: glyphs are drawn unjittered, so
+    # every correct image of a letter is the same one).
     active = store.active_samples()
     if redraws:
         drawn = [(s.prompt, s.teacher, s.image_hash) for s in active if s.domain != "text"]
