@@ -139,8 +139,8 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="run folder; run again on the same folder to resume"),
 ) -> None:
     """Run the whole loop in the shapes world with the teachers atlas, quill and tally: a seed round
-    and 8 rounds of 500 training steps (about 4.5 minutes on a 2-core AVX-512 CPU; the first line
-    says how long here).
+    and 8 rounds of 500 training steps (about 8 minutes on a 2-core AVX-512 CPU, about three times
+    as long on a 2-core AVX2 one; the first line says how long here).
 
     Prints one line per round (set size, teacher-win rate, added/deleted/mutated, teacher calls,
     spend, held-out accuracy per domain) and writes OUT/report.html. Interrupt it at any time:
