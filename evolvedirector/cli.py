@@ -184,14 +184,16 @@ def _preflight_or_stop(config: RunConfig) -> None:
     # (logprobs, structured output: `transformers serve` ignores both).
     director = config.director
     ask = director.backend == "openai" and (director.mode == "pointwise" or director.structured_output != "none")
-    # A part that cannot even be set up (an unset key variable) is left to the run's own error.
-    failed = [c for c in asyncio.run(preflight(config, ask_director=ask)) if c.status == FAILED and c.step != SETUP]
+    failed = [c for c in asyncio.run(preflight(config, ask_director=ask)) if c.status == FAILED]
+    # A part that cannot even be set up (an unset key variable) is left to the run's own error when
+    # it is the only trouble; beside another failure it is listed too, so that one try shows all.
+    if all(check.step == SETUP for check in failed):
+        return
     for check in failed:
         console.print(f"[bold red]error:[/bold red] {check.line()}", highlight=False, soft_wrap=True)
-    if failed:
-        console.print("(nothing was bought; `evolvedirector check CONFIG` shows every part, `run --no-check` "
-                      "skips this)", style="dim", highlight=False)
-        raise typer.Exit(code=1)
+    console.print("(nothing was bought; `evolvedirector check CONFIG` shows every part, `run --no-check` "
+                  "skips this)", style="dim", highlight=False)
+    raise typer.Exit(code=1)
 
 
 @app.command()

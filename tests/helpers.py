@@ -3,6 +3,7 @@ a run started from the command line, counted in its store and killed at a state 
 
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -12,6 +13,13 @@ from pathlib import Path
 import pytest
 
 from evolvedirector.store import Store
+
+
+def free_port() -> int:
+    """A port nothing listens on: bound by the OS, then closed."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def tiny_config(out: Path, **budget) -> dict:

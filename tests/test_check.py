@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from evolvedirector.cli import app
 from evolvedirector.testing.chat_server import OpenWorldChatServer
+from tests.helpers import free_port
 from tests.teachers.fakes.bfl_api import FakeBFL
 
 pytestmark = pytest.mark.timeout(300)
@@ -103,6 +104,30 @@ def test_run_stops_in_seconds_on_a_wrong_key_before_buying_and_no_check_skips_it
     # Skipped, the run itself meets the wrong key at its first submits and stops with round 0's line.
     assert skipped.exit_code == 1 and "failed every call of round 0" in skipped.output, skipped.output
 
+
+
+def test_run_lists_an_unset_key_beside_a_director_that_is_down(tmp_path, monkeypatch):
+    """One try shows both things to fix: the unset key is not left for the next try to find."""
+    monkeypatch.delenv("BFL_API_KEY", raising=False)
+    with FakeBFL(KEY) as bfl:
+        config = write_config(tmp_path, bfl.url, f"http://127.0.0.1:{free_port()}/v1")
+        result = runner.invoke(app, ["run", config])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2, result.output
+    assert errors[0].startswith("error: teacher flux at ") and "setup failed" in errors[0] and "BFL_API_KEY" in errors[0]
+    assert errors[1].startswith("error: director at 127.0.0.1:") and "models failed (connection" in errors[1]
+    assert sum(bfl.requests.values()) == 0 and bfl.submits == []
+
+
+def test_an_unset_key_alone_is_left_to_the_runs_own_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("BFL_API_KEY", raising=False)
+    with FakeBFL(KEY) as bfl, OpenWorldChatServer(seed=0) as chat:
+        result = runner.invoke(app, ["run", write_config(tmp_path, bfl.url, chat.base_url)])
+    # The run's own error, which `main` prints as one line: it names the field.
+    assert isinstance(result.exception, ValueError), result.output
+    assert str(result.exception).startswith("teachers.flux.api_key_env: the environment variable BFL_API_KEY")
+    assert "setup failed" not in result.output and bfl.submits == []
 
 def test_a_server_that_ignores_structured_output_is_refused_with_that_sentence(tmp_path, monkeypatch):
     # The scripted open-world server answers free text ("(B) fits the prompt better."), whatever

@@ -8,7 +8,6 @@ set is never "learned"."""
 from __future__ import annotations
 
 import re
-import socket
 import sqlite3
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from evolvedirector.store import RoundRecord, Store
 from evolvedirector.teachers.health import CALLS_BEFORE_GIVING_UP
 from evolvedirector.testing.chat_server import OpenWorldChatServer
 from evolvedirector.testing.fake_images_api import FakeImageAPI
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.timeout(300)
 runner = CliRunner()
@@ -29,12 +29,6 @@ KEY_ENV = "EVOLVEDIRECTOR_TEST_UNREACHABLE_KEY"
 CONCURRENCY = 4  # each teacher's default: calls in flight at once
 MAX_ATTEMPTS = 5  # the default retry.max_attempts
 SEED_PROMPTS = 24  # of the file's 30, 6 held out: three times the calls a teacher is given up after
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def openai_teacher(name: str, base_url: str, **fields) -> dict:

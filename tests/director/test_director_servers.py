@@ -2,7 +2,6 @@
 once it failed, its failures are counted per server, and every verdict still comes."""
 
 import asyncio
-import socket
 
 import pytest
 
@@ -10,12 +9,7 @@ from evolvedirector.config import OpenAIDirectorConfig, parse_config
 from evolvedirector.director import build_director
 from evolvedirector.worlds.shapes.chat_server import ShapesChatServer
 from tests.director.test_director_openai import pairs, verdicts
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.helpers import free_port
 
 
 def config(urls, **fields) -> OpenAIDirectorConfig:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from evolvedirector.config import OpenAIDirectorConfig
 from evolvedirector.director import build_director
 from evolvedirector.testing.fake_images_api import FakeImageAPI
 from tests.director.director_tiny_vlm import build_tiny_llava_next
+from tests.helpers import free_port
 
 try:
     from transformers.utils.import_utils import is_serve_available
@@ -38,12 +38,6 @@ pytestmark = [pytest.mark.timeout(600), pytest.mark.skipif(
     not is_serve_available() or shutil.which("transformers", path=str(Path(sys.executable).parent)) is None,
     reason="`transformers serve` needs transformers[serving] (fastapi, uvicorn, openai): pip install -e .[test]")]
 runner = CliRunner()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

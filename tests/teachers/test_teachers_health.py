@@ -5,7 +5,6 @@ failures are forgotten by the ledger, so a later buy asks again. A teacher that 
 keeps every retry for transient faults."""
 
 import asyncio
-import socket
 
 import pytest
 
@@ -13,17 +12,11 @@ from evolvedirector.config import OpenAITeacherConfig
 from evolvedirector.teachers import ImageRequest, Ledger, build_teacher
 from evolvedirector.teachers import health as health_module
 from evolvedirector.teachers.health import CALLS_BEFORE_GIVING_UP, describe_failure
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.timeout(60)
 CONCURRENCY = 4  # the openai teacher's default
 PROMPTS = [f"a prompt number {i}" for i in range(30)]
-
-
-def free_port() -> int:
-    """A port nothing listens on: bound by the OS, then closed."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def buy_round(ledger, teacher, prompts, round=0):

@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from evolvedirector.student import Student, TextEncoder
 from evolvedirector.trainer import Trainer
 from evolvedirector.trainer import checkpoint
 from evolvedirector.trainer.checkpoint import STATE, WEIGHTS
+from tests.helpers import free_port
 from tests.trainer.helpers import make_run
 
 CONFIG = TrainConfig(batch_size=2, lr=1e-3, warmup_steps=2)
@@ -181,12 +181,6 @@ def test_bad_train_fields_are_named():
 
     with pytest.raises(ConfigError, match="train.mixed_precision"):
         parse_config({"train": {"mixed_precision": "fp16"}})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch(run: Path, out: Path, *extra: str) -> None:
