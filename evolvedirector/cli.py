@@ -125,9 +125,9 @@ def _evolve(config: RunConfig, source: str, check: bool = False) -> None:
         _fail(str(error))
     try:
         evolution.run()
-    except DirectorError as error:  # a director that never answers: one line; the run resumes once fixed
-        _fail(str(error))
-    except (TeachersFailed, EmptySet) as error:  # no teacher answered: a line per teacher, exit 1
+    # A part that never answered is not bad input: exit 1, as for any failure at run time, with
+    # one line for the director or one per teacher. The run resumes once it is fixed.
+    except (DirectorError, TeachersFailed, EmptySet) as error:
         for line in getattr(error, "lines", [str(error)]):
             console.print(f"[bold red]error:[/bold red] {line}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1) from None
