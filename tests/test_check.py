@@ -129,6 +129,34 @@ def test_an_unset_key_alone_is_left_to_the_runs_own_error(tmp_path, monkeypatch)
     assert str(result.exception).startswith("teachers.flux.api_key_env: the environment variable BFL_API_KEY")
     assert "setup failed" not in result.output and bfl.submits == []
 
+
+def test_a_local_pipeline_is_not_loaded_to_learn_that_it_has_no_free_check(monkeypatch):
+    """`run`'s preflight would load every copy of a diffusers teacher, throw it away, and the run
+    would load it again: a teacher with no server and no free call is not built to be checked."""
+    import asyncio
+
+    import diffusers
+
+    from evolvedirector.config import DiffusersTeacherConfig
+    from evolvedirector.loop.preflight import NOT_CHECKED, check_teacher
+    from evolvedirector.teachers import build_teacher
+
+    class Pipeline:
+        def to(self, device):
+            return self
+
+        def set_progress_bar_config(self, **_):
+            pass
+
+    loads = []
+    monkeypatch.setattr(diffusers.DiffusionPipeline, "from_pretrained",
+                        classmethod(lambda cls, model, **_: loads.append(model) or Pipeline()))
+    config = DiffusersTeacherConfig(name="sd", backend="diffusers", model="a/pipeline", devices=["cpu", "cpu"])
+    [check] = asyncio.run(check_teacher(0, config))
+    assert (check.part, check.host, check.status) == ("teacher sd", "local", NOT_CHECKED) and loads == []
+    build_teacher(config)  # what the run itself does: one copy per device
+    assert loads == ["a/pipeline", "a/pipeline"]
+
 def test_a_server_that_ignores_structured_output_is_refused_with_that_sentence(tmp_path, monkeypatch):
     # The scripted open-world server answers free text ("(B) fits the prompt better."), whatever
     # structured_output asks: as `transformers serve` does.

@@ -31,7 +31,7 @@ from evolvedirector.director import DirectorError, build_director
 from evolvedirector.director.canvas import side_by_side
 from evolvedirector.director.failures import SELF_EXPLAINED, DirectorCallFailed
 from evolvedirector.director.templates import fill
-from evolvedirector.teachers import ImageRequest, build_teacher
+from evolvedirector.teachers import TEACHERS, ImageRequest, Teacher, build_teacher
 from evolvedirector.teachers.faults import NOT_FOUND, Fault
 from evolvedirector.teachers.health import advice, host_of
 
@@ -65,6 +65,11 @@ async def _timed(call):
 
 async def check_teacher(index: int, config, *, buy_one: bool = False, ledger=None) -> list[Check]:
     part, host = f"teacher {config.name}", host_of(config)
+    backend = TEACHERS.get(config.backend)
+    if not buy_one and host == "local" and isinstance(backend, type) and backend.probe is Teacher.probe:
+        # No server, no key, nothing free to ask: nothing to build. A local pipeline would load its
+        # weights onto every device only to be thrown away, and then load them again for the run.
+        return [Check(part, host, "free check", NOT_CHECKED, 0.0, "no free call for this backend; --buy-one buys one image")]
     try:
         teacher = build_teacher(config)
     except ValueError as error:
