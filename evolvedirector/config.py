@@ -603,6 +603,11 @@ class StudentConfig(Section):
     guidance: float = Field(4.5, ge=0, description="classifier-free guidance scale")
     ema_decay: float = Field(0.9999, gt=0, lt=1)
     snr_gamma: float | None = Field(None, gt=0, description="min-SNR loss weighting gamma (None: plain MSE)")
+    edge_weight: float | None = Field(
+        None, ge=0, description="pixel space only: weigh the squared error on both sides of the clean image's "
+        "edges 1 + this (each image's weights averaging 1), so that an edge drawn a pixel off costs what it "
+        "costs a shape; None: plain MSE, PixArt-α's"
+    )
     pooled_caption: bool = Field(
         False, description="also condition every block's adaLN on the caption's mean token state (as SD3 adds "
         "pooled text), besides PixArt's cross-attention; False is PixArt-α's transformer"
@@ -633,6 +638,13 @@ class StudentConfig(Section):
         from evolvedirector.student.sizes import get_size
 
         get_size(self.size)
+        return self
+
+    @model_validator(mode="after")
+    def _edges_are_pixels(self):
+        if self.edge_weight and self.vae is not None:
+            raise ValueError("edge_weight weighs the edges of pixels: it needs the pixel space (vae: null); a "
+                             "latent's neighbouring cells differ everywhere")
         return self
 
 

@@ -128,6 +128,27 @@ def draw_timesteps(count: int, total: int, power: float, generator: torch.Genera
     return (u.pow(power) * total).long().clamp(0, total - 1)
 
 
+
+def edge_weights(images: torch.Tensor, edge_weight: float) -> torch.Tensor:
+    """(B, 1, H, W) weights of each pixel's squared error: 1 + edge_weight on both sides of an edge of
+    the clean image (a pixel that differs from a 4-neighbour by more than 0.1 in some channel, in
+    [-1, 1]), 1 elsewhere, scaled so that every image's weights average 1 (the loss keeps its
+    scale, and an image with many edges counts no more than one with few).
+
+    Why: with plain MSE a small square's edges are a few pixels among a thousand; neighbouring
+    patches drew them a pixel apart, a notch that costs little in the loss and everything in the
+    shape (WORLD.md's square needs a fill ratio of 0.95)."""
+    differs_x = (images[..., :, 1:] - images[..., :, :-1]).abs().amax(dim=1, keepdim=True) > 0.1
+    differs_y = (images[..., 1:, :] - images[..., :-1, :]).abs().amax(dim=1, keepdim=True) > 0.1
+    edge = torch.zeros((images.shape[0], 1, *images.shape[-2:]), dtype=torch.bool, device=images.device)
+    edge[..., :, 1:] |= differs_x
+    edge[..., :, :-1] |= differs_x
+    edge[..., 1:, :] |= differs_y
+    edge[..., :-1, :] |= differs_y
+    weights = 1.0 + edge_weight * edge.float()
+    return weights / weights.mean(dim=(1, 2, 3), keepdim=True)
+
+
 class Student:
     def __init__(self, config, image_size: int, text_encoder: TextEncoder | None = None, space=None):
         """`text_encoder` and `space` (the diffusion's image space) default to the config's."""
@@ -199,7 +220,10 @@ class Student:
         noisy = self.noise.add_noise(images, noise, timesteps)
         target = training_target(self.noise, images, noise, timesteps)
         prediction = self.denoise(model, noisy, timesteps, states, mask)
-        per_sample = (prediction.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
+        squared = (prediction.float() - target.float()).pow(2)
+        if self.config.edge_weight:
+            squared = squared * edge_weights(images, self.config.edge_weight)
+        per_sample = squared.mean(dim=(1, 2, 3))
         return (per_sample * self._loss_weights(timesteps)).mean()
 
     def _loss_weights(self, timesteps: torch.Tensor) -> torch.Tensor:
