@@ -105,7 +105,6 @@ def test_run_stops_in_seconds_on_a_wrong_key_before_buying_and_no_check_skips_it
     assert skipped.exit_code == 1 and "failed every call of round 0" in skipped.output, skipped.output
 
 
-
 def test_run_lists_an_unset_key_beside_a_director_that_is_down(tmp_path, monkeypatch):
     """One try shows both things to fix: the unset key is not left for the next try to find."""
     monkeypatch.delenv("BFL_API_KEY", raising=False)
@@ -156,6 +155,7 @@ def test_a_local_pipeline_is_not_loaded_to_learn_that_it_has_no_free_check(monke
     assert (check.part, check.host, check.status) == ("teacher sd", "local", NOT_CHECKED) and loads == []
     build_teacher(config)  # what the run itself does: one copy per device
     assert loads == ["a/pipeline", "a/pipeline"]
+
 
 def test_a_server_that_ignores_structured_output_is_refused_with_that_sentence(tmp_path, monkeypatch):
     # The scripted open-world server answers free text ("(B) fits the prompt better."), whatever

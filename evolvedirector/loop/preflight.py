@@ -38,6 +38,7 @@ from evolvedirector.teachers.health import advice, host_of
 OK, FAILED, NOT_CHECKED = "ok", "failed", "not checked"
 SETUP = "setup"  # the step of a part that could not be made from its config (an unset key variable)
 JUDGE_PROMPT = "a red circle on a white background"
+NO_FREE_CALL = "no free call for this backend"
 
 
 @dataclass
@@ -69,7 +70,7 @@ async def check_teacher(index: int, config, *, buy_one: bool = False, ledger=Non
     if not buy_one and host == "local" and isinstance(backend, type) and backend.probe is Teacher.probe:
         # No server, no key, nothing free to ask: nothing to build. A local pipeline would load its
         # weights onto every device only to be thrown away, and then load them again for the run.
-        return [Check(part, host, "free check", NOT_CHECKED, 0.0, "no free call for this backend; --buy-one buys one image")]
+        return [Check(part, host, "free check", NOT_CHECKED, 0.0, f"{NO_FREE_CALL}; --buy-one buys one image")]
     try:
         teacher = build_teacher(config)
     except ValueError as error:
@@ -83,7 +84,7 @@ async def check_teacher(index: int, config, *, buy_one: bool = False, ledger=Non
         checks.append(Check(part, host, "free check", FAILED, seconds, f"{error.kind}: {error.message[:120]}",
                             advice(error.kind, config, f"teachers.{index}")))
     elif answer is None:
-        checks.append(Check(part, host, "free check", NOT_CHECKED, seconds, "no free call for this backend"
+        checks.append(Check(part, host, "free check", NOT_CHECKED, seconds, NO_FREE_CALL
                             + ("" if buy_one else "; --buy-one buys one image")))
     else:
         checks.append(Check(part, host, "free check", OK, seconds, answer))

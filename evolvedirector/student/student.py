@@ -128,7 +128,6 @@ def draw_timesteps(count: int, total: int, power: float, generator: torch.Genera
     return (u.pow(power) * total).long().clamp(0, total - 1)
 
 
-
 def edge_weights(images: torch.Tensor, edge_weight: float) -> torch.Tensor:
     """(B, 1, H, W) weights of each pixel's squared error: 1 + edge_weight on both sides of an edge of
     the clean image (a pixel that differs from a 4-neighbour by more than 0.1 in some channel, in
