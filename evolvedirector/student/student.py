@@ -35,7 +35,7 @@ from evolvedirector.student.transformer import QKNormPixArtTransformer2DModel
 
 def build_transformer(size_name: str, sample_size: int, channels: int, caption_channels: int, *,
                       size_conditioning: bool | None = False, pooled_caption: bool = False,
-                      caption_positions: int = 0):
+                      caption_positions: int = 0, conv_ffn: bool = False):
     """A freshly initialised transformer for a `sample_size` grid (pixels, or latents with a VAE).
 
     size_conditioning None leaves it to diffusers: on when the grid is 128 wide (PixArt-α's
@@ -53,7 +53,7 @@ def build_transformer(size_name: str, sample_size: int, channels: int, caption_c
         out_channels=channels, num_layers=size.depth, cross_attention_dim=size.width,
         sample_size=sample_size, patch_size=size.patch_size, caption_channels=caption_channels,
         use_additional_conditions=size_conditioning, pooled_caption=pooled_caption,
-        caption_positions=caption_positions,
+        caption_positions=caption_positions, conv_ffn=conv_ffn,
     )
     model.initialize_weights()
     return model
@@ -75,7 +75,8 @@ def starting_transformer(config, sample_size: int, channels: int, caption_channe
     if config.init_from is None:
         return build_transformer(config.size, sample_size, channels, caption_channels,
                                  size_conditioning=config.size_conditioning, pooled_caption=config.pooled_caption,
-                                 caption_positions=config.max_tokens if config.caption_positions else 0)
+                                 caption_positions=config.max_tokens if config.caption_positions else 0,
+                                 conv_ffn=config.conv_ffn)
     from evolvedirector.student.convert import load_transformer
 
     with loading("init_from", config.init_from):
@@ -91,6 +92,8 @@ def starting_transformer(config, sample_size: int, channels: int, caption_channe
                          f"was built with it {'on' if model.use_additional_conditions else 'off'}")
     if config.caption_positions and not model.config.get("caption_positions", 0):
         raise ValueError(f"student.caption_positions is true but {config.init_from} was built without them")
+    if config.conv_ffn and not model.config.get("conv_ffn", False):
+        raise ValueError(f"student.conv_ffn is true but {config.init_from} was built without it")
     if config.pooled_caption and not model.config.get("pooled_caption", False):
         raise ValueError(f"student.pooled_caption is true but {config.init_from} was built without it "
                          "(a pretrained PixArt-α transformer has no pooled-caption projection)")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from diffusers import PixArtTransformer2DModel
 from diffusers.configuration_utils import register_to_config
+from diffusers.models.activations import GELU
 from diffusers.models.attention_processor import AttnProcessor2_0
 from diffusers.models.embeddings import PixArtAlphaCombinedTimestepSizeEmbeddings, PixArtAlphaTextProjection
 from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (needed for pipeline save/load)
@@ -50,6 +51,7 @@ class QKNormPixArtTransformer2DModel(PixArtTransformer2DModel):
         qk_norm: str | None = "layer_norm",
         pooled_caption: bool = False,
         caption_positions: int = 0,
+        conv_ffn: bool = False,
     ):
         super().__init__(
             num_attention_heads=num_attention_heads, attention_head_dim=attention_head_dim,
@@ -71,11 +73,23 @@ class QKNormPixArtTransformer2DModel(PixArtTransformer2DModel):
                     attention.norm_k = nn.LayerNorm(attention_head_dim, eps=1e-6, elementwise_affine=False)
         if caption_positions:
             self.caption_projection = PositionedCaptionProjection(caption_channels, self.inner_dim, caption_positions)
+        if conv_ffn:
+            for block in self.transformer_blocks:
+                block.ff = ConvFeedForward(block.ff)
         if pooled_caption:
             old = self.adaln_single.emb
             self.adaln_single.emb = PooledCaptionTimestepEmbeddings(
                 num_attention_heads * attention_head_dim, old.outdim, caption_channels,
                 use_additional_conditions=old.use_additional_conditions)
+
+    def forward(self, hidden_states, *args, **kwargs):
+        if self.config.conv_ffn:
+            # A feed-forward sees tokens as a flat sequence; its convolution needs their grid.
+            patch = self.config.patch_size
+            grid = (hidden_states.shape[-2] // patch, hidden_states.shape[-1] // patch)
+            for block in self.transformer_blocks:
+                block.ff.grid = grid
+        return super().forward(hidden_states, *args, **kwargs)
 
     def set_default_attn_processor(self):
         # The parent installs `AttnProcessor`, which would silently skip the QK LayerNorms.
@@ -106,12 +120,50 @@ class QKNormPixArtTransformer2DModel(PixArtTransformer2DModel):
             nn.init.zeros_(block.attn2.to_out[0].bias)
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
+        for block in self.transformer_blocks:
+            if isinstance(block.ff, ConvFeedForward):
+                nn.init.zeros_(block.ff.conv.weight)
+                nn.init.zeros_(block.ff.conv.bias)
         pooled = getattr(self.adaln_single.emb, "caption_embedder", None)
         if pooled is not None:
             nn.init.normal_(pooled.weight, std=0.02)
         positions = getattr(self.caption_projection, "positions", None)
         if positions is not None:
             nn.init.normal_(positions, std=0.02)
+
+
+class ConvFeedForward(nn.Module):
+    """A block's feed-forward with a 3x3 depthwise convolution over the token grid after its first
+    linear layer (SegFormer's Mix-FFN, which Sana's DiT uses too), added to that layer's output and
+    zero at the start, so that a fresh model computes what PixArt's does.
+
+    Why: two neighbouring tokens each draw their part of a small shape's edge, and attention alone
+    left them a pixel apart: a notched square, which WORLD.md's fill rule no longer calls a square.
+    The convolution hands every token its neighbours' states in every block. `grid` (rows, columns
+    of tokens) is set by the transformer's forward before each call."""
+
+    def __init__(self, feed_forward: nn.Module):
+        super().__init__()
+        first = feed_forward.net[0]
+        if not isinstance(first, GELU):
+            raise ValueError(f"conv_ffn needs the GELU feed-forward of PixArt's blocks, got {type(first).__name__}")
+        self.net = feed_forward.net  # the same parameters under the same names, so weights load as before
+        inner = first.proj.out_features
+        self.conv = nn.Conv2d(inner, inner, kernel_size=3, padding=1, groups=inner)
+        self.grid: tuple[int, int] | None = None
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if self.grid is None or self.grid[0] * self.grid[1] != hidden_states.shape[1]:
+            raise ValueError(f"ConvFeedForward got {hidden_states.shape[1]} tokens for a grid of {self.grid}")
+        first = self.net[0]
+        hidden = first.proj(hidden_states)
+        batch, tokens, channels = hidden.shape
+        image = hidden.transpose(1, 2).reshape(batch, channels, *self.grid)
+        hidden = hidden + self.conv(image).reshape(batch, channels, tokens).transpose(1, 2)
+        hidden = first.gelu(hidden)
+        for layer in self.net[1:]:
+            hidden = layer(hidden)
+        return hidden
 
 
 class PooledCaptionTimestepEmbeddings(PixArtAlphaCombinedTimestepSizeEmbeddings):

@@ -220,3 +220,6 @@ def test_a_diffusers_pixart_folder_starts_a_student_with_qk_norm(tmp_path):
     assert has_qk_norm(student.model) and has_qk_norm(student.ema_model)
     with pytest.raises(ValueError, match="student.size"):
         Student(StudentConfig(size="shapes-s", init_from=str(tmp_path / "pixart")), 32, text_encoder=student.text)
+    with pytest.raises(ValueError, match="student.conv_ffn is true but .* built without it"):
+        Student(StudentConfig(size="tiny", conv_ffn=True, init_from=str(tmp_path / "pixart")), 32,
+                text_encoder=student.text)
