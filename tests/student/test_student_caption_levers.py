@@ -2,16 +2,13 @@
 token state joins the adaLN conditioning) and student.caption_positions (a learned embedding of
 each caption token's place)."""
 
-import numpy as np
 import pytest
 import torch
-from student_helpers import randomised
+from student_helpers import assert_saved_loaded_and_exported_alike, randomised
 
 from evolvedirector.config import StudentConfig
 from evolvedirector.student import Student
-from evolvedirector.student.export import export_student
-from evolvedirector.student.pipeline import load_export
-from evolvedirector.student.transformer import QKNormPixArtTransformer2DModel, pool_caption
+from evolvedirector.student.transformer import pool_caption
 
 PROMPTS = ["two blue squares", "the letter T in red"]
 
@@ -73,13 +70,4 @@ def test_a_fresh_pooled_student_starts_as_pixart_does(pooled_student):
 
 
 def test_save_load_and_export_keep_it(pooled_student, tmp_path):
-    pooled_student.save_weights(tmp_path / "weights")
-    loaded = QKNormPixArtTransformer2DModel.from_pretrained(tmp_path / "weights" / "transformer_ema")
-    assert loaded.config.pooled_caption
-    for (name, a), b in zip(pooled_student.ema_model.state_dict().items(), loaded.state_dict().values()):
-        assert torch.equal(a, b), name
-    expected = pooled_student.generate(PROMPTS, seed=3, steps=4)
-    pipe = load_export(export_student(pooled_student, tmp_path / "export"))
-    drawn = pipe(PROMPTS, num_inference_steps=4, generator=torch.Generator().manual_seed(3), output_type="np").images
-    for a, b in zip(expected, drawn):
-        np.testing.assert_array_equal(a, b)
+    assert_saved_loaded_and_exported_alike(pooled_student, tmp_path, "pooled_caption", PROMPTS)

@@ -1,17 +1,14 @@
 """student.conv_ffn: a 3x3 depthwise convolution over the token grid inside each block's
 feed-forward, zero at the start (SegFormer's Mix-FFN)."""
 
-import numpy as np
 import pytest
 import torch
 from diffusers.models.attention import FeedForward
-from student_helpers import randomised
+from student_helpers import assert_saved_loaded_and_exported_alike, randomised
 
 from evolvedirector.config import StudentConfig
 from evolvedirector.student import Student
-from evolvedirector.student.export import export_student
-from evolvedirector.student.pipeline import load_export
-from evolvedirector.student.transformer import ConvFeedForward, QKNormPixArtTransformer2DModel
+from evolvedirector.student.transformer import ConvFeedForward
 
 PROMPTS = ["two blue squares", "the letter T in red"]
 
@@ -84,13 +81,4 @@ def test_the_prediction_depends_on_the_convolution_at_any_aspect(conv_student):
 
 
 def test_save_load_and_export_keep_it(conv_student, tmp_path):
-    conv_student.save_weights(tmp_path / "weights")
-    loaded = QKNormPixArtTransformer2DModel.from_pretrained(tmp_path / "weights" / "transformer_ema")
-    assert loaded.config.conv_ffn
-    for (name, a), b in zip(conv_student.ema_model.state_dict().items(), loaded.state_dict().values()):
-        assert torch.equal(a, b), name
-    expected = conv_student.generate(PROMPTS, seed=3, steps=4)
-    pipe = load_export(export_student(conv_student, tmp_path / "export"))
-    drawn = pipe(PROMPTS, num_inference_steps=4, generator=torch.Generator().manual_seed(3), output_type="np").images
-    for a, b in zip(expected, drawn):
-        np.testing.assert_array_equal(a, b)
+    assert_saved_loaded_and_exported_alike(conv_student, tmp_path, "conv_ffn", PROMPTS)
