@@ -33,9 +33,9 @@ import typer
 from evolvedirector.bench import bench_app
 
 CEILING_TEACHER = "renderer"  # the samples' teacher in the store: the world's own renderer
-# 1.5x the demo's 4000 steps: there seeds 0, 1 and 2 of today's recipe scored 0.91, 0.91 and 0.77
-# (seed 2's relations still being learned), at 6000 steps 0.95, 0.94 and 0.96, every domain at 0.88
-# or more (README, the recipe study).
+# 1.5x the demo's 4000 steps. At 4000 steps seeds 0, 1 and 2 of today's recipe scored 0.91, 0.91
+# and 0.77 (seed 2's relations still being learned); at 6000 steps 0.95, 0.94 and 0.96, every
+# domain at 0.88 or more (README, the recipe study).
 DEFAULT_STEPS = 6000
 
 
